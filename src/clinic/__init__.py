@@ -1,0 +1,1 @@
+"""The clinic: a doctor–patient telehealth application."""

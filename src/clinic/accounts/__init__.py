@@ -1,0 +1,1 @@
+"""Patients, doctors and admins: registration, login, roles, API tokens."""

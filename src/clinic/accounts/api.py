@@ -1,0 +1,172 @@
+"""JSON routes for accounts (thin: validation in, service call, shape out)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, status
+
+from clinic.accounts import service
+from clinic.accounts.models import ApiToken, User
+from clinic.accounts.schemas import (
+    DoctorCreate,
+    LoginRequest,
+    PatientCreate,
+    PatientPublic,
+    PatientUpdate,
+    TokenCreate,
+    TokenCreated,
+    TokenLogin,
+    TokenPublic,
+    UserPublic,
+)
+from clinic.web.deps import (
+    CurrentActor,
+    Session,
+    SettingsDep,
+    client_address,
+    csrf_token,
+    log_in,
+    log_out,
+)
+
+router = APIRouter(prefix="/api/v1", tags=["accounts"])
+
+
+def user_public(user: User) -> UserPublic:
+    return UserPublic(
+        id=user.id, name=user.name, email=user.email, role=user.role, time_zone=user.time_zone
+    )
+
+
+def token_public(token: ApiToken) -> TokenPublic:
+    return TokenPublic(
+        id=token.id,
+        name=token.name,
+        created_at=token.created_at,
+        last_used_at=token.last_used_at,
+        revoked_at=token.revoked_at,
+    )
+
+
+@router.post("/patients", status_code=status.HTTP_201_CREATED)
+async def register_patient(
+    data: PatientCreate, session: Session, settings: SettingsDep
+) -> UserPublic:
+    return user_public(
+        await service.register_patient(session=session, data=data, settings=settings)
+    )
+
+
+@router.post("/doctors", status_code=status.HTTP_201_CREATED)
+async def register_doctor(
+    data: DoctorCreate, session: Session, settings: SettingsDep
+) -> UserPublic:
+    """Register as a doctor; bookable once an admin approves."""
+    user = await service.register_doctor(session=session, data=data, settings=settings)
+    return user_public(user)
+
+
+@router.post("/auth/login")
+async def login(
+    data: LoginRequest, request: Request, session: Session, settings: SettingsDep
+) -> dict[str, object]:
+    """Start a cookie session. Returns the CSRF token to send as X-CSRF-Token on changes."""
+    user = await service.authenticate(
+        session=session,
+        email=data.email,
+        password=data.password,
+        address=client_address(request),
+        settings=settings,
+    )
+    log_in(request, user.id)
+    return {"user": user_public(user), "csrf_token": csrf_token(request)}
+
+
+@router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT)
+async def logout(request: Request) -> None:
+    log_out(request)
+
+
+@router.post("/auth/token", status_code=status.HTTP_201_CREATED)
+async def token_login(
+    data: TokenLogin, request: Request, session: Session, settings: SettingsDep
+) -> TokenCreated:
+    """Exchange credentials for a bearer token (same throttling as login)."""
+    user = await service.authenticate(
+        session=session,
+        email=data.email,
+        password=data.password,
+        address=client_address(request),
+        settings=settings,
+    )
+    actor = service.actor_of(user)
+    token, raw = await service.create_api_token(session=session, actor=actor, name=data.name)
+    return TokenCreated(**token_public(token).model_dump(), token=raw)
+
+
+@router.get("/me")
+async def me(actor: CurrentActor, session: Session) -> UserPublic:
+    from clinic.accounts.guards import authenticated
+
+    who = authenticated(actor)
+    return UserPublic(
+        id=who.user_id,
+        name=who.name,
+        email=who.email,
+        role=who.role.value,
+        time_zone=who.time_zone,
+    )
+
+
+@router.get("/tokens")
+async def list_tokens(actor: CurrentActor, session: Session) -> list[TokenPublic]:
+    return [token_public(t) for t in await service.list_api_tokens(session=session, actor=actor)]
+
+
+@router.post("/tokens", status_code=status.HTTP_201_CREATED)
+async def create_token(data: TokenCreate, actor: CurrentActor, session: Session) -> TokenCreated:
+    token, raw = await service.create_api_token(session=session, actor=actor, name=data.name)
+    return TokenCreated(**token_public(token).model_dump(), token=raw)
+
+
+@router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def revoke_token(token_id: int, actor: CurrentActor, session: Session) -> None:
+    await service.revoke_api_token(session=session, actor=actor, token_id=token_id)
+
+
+@router.get("/patients/{patient_id}")
+async def get_patient(patient_id: int, actor: CurrentActor, session: Session) -> PatientPublic:
+    user, patient = await service.patient_profile(
+        session=session, actor=actor, patient_id=patient_id
+    )
+    return PatientPublic(**user_public(user).model_dump(), date_of_birth=patient.date_of_birth)
+
+
+@router.patch("/patients/{patient_id}")
+async def update_patient(
+    patient_id: int, data: PatientUpdate, actor: CurrentActor, session: Session
+) -> UserPublic:
+    user = await service.update_patient(
+        session=session, actor=actor, patient_id=patient_id, data=data
+    )
+    return user_public(user)
+
+
+@router.get("/admin/doctors/pending")
+async def pending_doctors(actor: CurrentActor, session: Session) -> list[dict[str, object]]:
+    rows = await service.pending_doctors(session=session, actor=actor)
+    return [
+        {
+            "id": u.id,
+            "name": u.name,
+            "email": u.email,
+            "specialty": d.specialty,
+            "licence_number": d.licence_number,
+            "registered_at": u.created_at,
+        }
+        for u, d in rows
+    ]
+
+
+@router.post("/admin/doctors/{doctor_id}/approve", status_code=status.HTTP_204_NO_CONTENT)
+async def approve_doctor(doctor_id: int, actor: CurrentActor, session: Session) -> None:
+    await service.approve_doctor(session=session, actor=actor, doctor_id=doctor_id)

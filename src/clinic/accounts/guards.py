@@ -1,0 +1,82 @@
+"""Authorization, in one place. Every service asks these guards before it reads or changes data.
+
+Who may do what:
+- a patient sees and changes only their own profile and appointments;
+- a doctor sees their own schedule and the appointments booked with them;
+- an admin approves doctors and sees everything.
+
+A resource the actor may not see is reported as missing (404), so ids cannot be probed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from clinic.accounts.models import Role
+from clinic.core.errors import Forbidden, NotAuthenticated, NotFound
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """The authenticated user a request acts for."""
+
+    user_id: int
+    role: Role
+    name: str
+    email: str
+    time_zone: str
+    approved: bool = True
+    """For doctors: approved by an admin. Always True for other roles."""
+    is_smoke: bool = False
+
+
+def authenticated(actor: Actor | None) -> Actor:
+    if actor is None:
+        raise NotAuthenticated("Log in to continue.")
+    return actor
+
+
+def require_role(actor: Actor | None, *roles: Role) -> Actor:
+    actor = authenticated(actor)
+    if actor.role not in roles:
+        allowed = " or ".join(r.value for r in roles)
+        raise Forbidden(f"Only a {allowed} may do this.")
+    return actor
+
+
+def require_admin(actor: Actor | None) -> Actor:
+    return require_role(actor, Role.ADMIN)
+
+
+def require_patient(actor: Actor | None) -> Actor:
+    return require_role(actor, Role.PATIENT)
+
+
+def require_doctor(actor: Actor | None) -> Actor:
+    return require_role(actor, Role.DOCTOR)
+
+
+def ensure_may_manage_schedule(actor: Actor | None, doctor_id: int) -> Actor:
+    """Only the doctor themself (or an admin) edits or reads a doctor's schedule rules."""
+    actor = authenticated(actor)
+    if actor.role is Role.ADMIN or (actor.role is Role.DOCTOR and actor.user_id == doctor_id):
+        return actor
+    raise NotFound("No such doctor schedule.")
+
+
+def ensure_may_see_appointment(actor: Actor | None, *, patient_id: int, doctor_id: int) -> Actor:
+    actor = authenticated(actor)
+    if actor.role is Role.ADMIN:
+        return actor
+    if actor.role is Role.PATIENT and actor.user_id == patient_id:
+        return actor
+    if actor.role is Role.DOCTOR and actor.user_id == doctor_id:
+        return actor
+    raise NotFound("No such appointment.")
+
+
+def ensure_may_see_patient(actor: Actor | None, patient_id: int) -> Actor:
+    actor = authenticated(actor)
+    if actor.role is Role.ADMIN or actor.user_id == patient_id:
+        return actor
+    raise NotFound("No such patient.")

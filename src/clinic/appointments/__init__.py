@@ -1,0 +1,1 @@
+"""Booking, cancelling and rescheduling, with the no-overlap guarantee held by the database."""

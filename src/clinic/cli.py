@@ -1,0 +1,222 @@
+"""``clinic serve|db|seed|smoke|create-admin``: a thin shell over the library."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+
+from clinic.core.config import Settings
+from clinic.core.errors import ClinicError
+
+T = TypeVar("T")
+
+app = typer.Typer(help="The clinic: a doctor–patient telehealth application.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema and the embedded PostgreSQL.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "settings"
+            typer.echo(f"configuration error: {where}: {err['msg']}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def database_url(settings: Settings) -> str:
+    """The configured URL, or the embedded PostgreSQL under ``var/`` (started if needed)."""
+    if settings.database_url is not None:
+        return settings.database_url
+    from clinic.core.embedded import EmbeddedPostgres
+
+    pg = EmbeddedPostgres(settings.var_dir / "pgdata")
+    return pg.ensure_database("clinic").replace("postgresql://", "postgresql+asyncpg://", 1)
+
+
+def with_url(settings: Settings) -> Settings:
+    return settings.model_copy(update={"database_url": database_url(settings)})
+
+
+def _run(coro_fn: Callable[[Settings], Coroutine[Any, Any, T]], settings: Settings) -> T:
+    try:
+        return asyncio.run(coro_fn(settings))
+    except ClinicError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from exc
+
+
+def smoke_password(settings: Settings) -> str:
+    if settings.smoke_password:
+        return settings.smoke_password
+    from clinic.core.secrets import generated_secret
+
+    return generated_secret(settings.secret_file("smoke-password"))
+
+
+async def _seed(settings: Settings, *, demo: bool, smoke: bool) -> tuple[int, str | None]:
+    from clinic.core.db import make_engine, make_sessionmaker
+    from clinic.core.secrets import generated_secret
+    from clinic.seed import seed_demo, seed_smoke
+
+    assert settings.database_url is not None
+    engine = make_engine(settings.database_url, pool_size=2)
+    sessions = make_sessionmaker(engine)
+    created, demo_password = 0, None
+    try:
+        if demo:
+            demo_password = generated_secret(settings.secret_file("demo-password"), length=9)
+            created += await seed_demo(sessions, settings, demo_password)
+        if smoke:
+            created += await seed_smoke(sessions, settings, smoke_password(settings))
+    finally:
+        await engine.dispose()
+    return created, demo_password
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535)] = 8000,
+    migrate: Annotated[bool, typer.Option(help="Run migrations before serving.")] = False,
+    demo: Annotated[bool, typer.Option(help="Migrate and seed demo data first.")] = False,
+) -> None:
+    """Serve the clinic over HTTP (embedded PostgreSQL when no CLINIC_DATABASE_URL is set)."""
+    import uvicorn
+
+    from clinic.app import create_app
+    from clinic.core import schema
+
+    settings = with_url(load_settings())
+    assert settings.database_url is not None
+    if migrate or demo:
+        schema.upgrade(settings.database_url)
+    if demo:
+        created, password = _run(lambda s: _seed(s, demo=True, smoke=True), settings)
+        if created:
+            typer.echo(f"seeded {created} demo accounts")
+        typer.echo(
+            "demo accounts: e.g. maria.rossi@demo.example.org (patient), "
+            f"anna.weber@demo.example.org (doctor); password: {password}"
+        )
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        proxy_headers=True,
+        forwarded_allow_ips="127.0.0.1",
+        log_level="info",
+        timeout_graceful_shutdown=10,
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
+    """Apply migrations up to REVISION (default: the newest)."""
+    from clinic.core import schema
+
+    settings = with_url(load_settings())
+    assert settings.database_url is not None
+    schema.upgrade(settings.database_url, revision)
+    typer.echo(f"database at {revision}")
+
+
+@db_app.command("url")
+def db_url() -> None:
+    """Print the database URL (starting the embedded PostgreSQL if none is configured)."""
+    typer.echo(database_url(load_settings()))
+
+
+@app.command()
+def seed(
+    demo: Annotated[bool, typer.Option(help="Demo doctors and patients.")] = True,
+    smoke: Annotated[bool, typer.Option(help="The smoke-test patient and doctor.")] = False,
+) -> None:
+    """Create demo data and/or the smoke-test accounts (idempotent)."""
+    settings = with_url(load_settings())
+    created, password = _run(lambda s: _seed(s, demo=demo, smoke=smoke), settings)
+    typer.echo(f"created {created} accounts")
+    if password:
+        typer.echo(f"demo password: {password}")
+
+
+@app.command("create-admin")
+def create_admin(
+    email: Annotated[str, typer.Option(prompt=True)],
+    name: Annotated[str, typer.Option(prompt=True)] = "Administrator",
+    password_stdin: Annotated[bool, typer.Option(help="Read the password from stdin.")] = False,
+) -> None:
+    """Create an administrator account (the first one approves doctors)."""
+    from pydantic import EmailStr, TypeAdapter
+
+    from clinic.accounts import service
+    from clinic.core.db import make_engine, make_sessionmaker
+
+    try:
+        TypeAdapter(EmailStr).validate_python(email)
+    except ValidationError as exc:
+        typer.echo(f"error: not a valid email address: {email}", err=True)
+        raise typer.Exit(2) from exc
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Repeat: ") != password:
+            typer.echo("error: the passwords differ", err=True)
+            raise typer.Exit(2)
+
+    async def go(settings: Settings) -> None:
+        assert settings.database_url is not None
+        engine = make_engine(settings.database_url, pool_size=1)
+        try:
+            async with make_sessionmaker(engine)() as session:
+                await service.create_admin(
+                    session=session, email=email, name=name, password=password, settings=settings
+                )
+        finally:
+            await engine.dispose()
+
+    _run(go, with_url(load_settings()))
+    typer.echo(f"admin {email} created")
+
+
+@app.command()
+def smoke(
+    base_url: Annotated[
+        str, typer.Option(help="Where the clinic answers, e.g. http://127.0.0.1:8002")
+    ],
+) -> None:
+    """Run the smoke-test patient journey against BASE_URL; non-zero exit names the failed step."""
+    from clinic.smoke import SmokeFailed, run_smoke
+
+    settings = load_settings()
+    try:
+        run_smoke(base_url, smoke_password(settings))
+    except SmokeFailed as exc:
+        typer.echo(f"smoke: FAILED: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: returns the exit code (0 ok, 1 operation failed, 2 bad usage/config)."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except Exception as exc:  # click's usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return 2
+        if isinstance(exc, click.exceptions.Abort):
+            return 1
+        raise
+    return 0

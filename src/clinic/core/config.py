@@ -1,0 +1,77 @@
+"""The clinic's one settings object, read from the environment (prefix ``CLINIC_``) once."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_SECRET = "dev-only-insecure-secret-change-me"  # noqa: S105 - refused outside development
+
+
+class Settings(BaseSettings):
+    """Everything configurable about one clinic instance.
+
+    Every instance of every colour must share ``secret_key`` so a session cookie signed by one
+    is accepted by all.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="CLINIC_", extra="ignore", frozen=True)
+
+    environment: Annotated[str, Field(pattern="^(development|test|production)$")] = "development"
+    database_url: str | None = None
+    """PostgreSQL URL. Unset: an embedded PostgreSQL is started with its data under ``var_dir``."""
+    var_dir: Path = Path("var")
+    secret_key: str = DEV_SECRET
+    release_id: str = Field(
+        default="dev", validation_alias=AliasChoices("CLINIC_RELEASE_ID", "BLUEGREEN_RELEASE")
+    )
+    color: str | None = Field(default=None, validation_alias=AliasChoices("BLUEGREEN_COLOR"))
+
+    # Sessions and login protection.
+    session_max_age: timedelta = timedelta(days=7)
+    cookie_secure: bool | None = None
+    """Force the Secure flag; None = set it when the request came over HTTPS."""
+    login_max_failures: int = Field(default=5, ge=1)
+    login_lockout: timedelta = timedelta(minutes=15)
+    login_slowdown_after: int = Field(default=3, ge=1)
+    login_slowdown_seconds: float = Field(default=1.0, ge=0)
+    password_min_length: int = Field(default=10, ge=8)
+
+    # Booking rules that are the clinic's, not a doctor's.
+    patient_cancel_cutoff: timedelta = timedelta(hours=2)
+    max_slot_range_days: int = Field(default=62, ge=1)
+
+    db_pool_size: int = Field(default=10, ge=1)
+
+    smoke_password: str | None = None
+    """Password of the synthetic smoke-test accounts. Unset: generated once, kept in
+    ``var_dir/secrets/smoke-password`` (owner-only)."""
+
+    def secret_file(self, name: str) -> Path:
+        return self.var_dir / "secrets" / name
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        for prefix in ("postgresql://", "postgres://"):
+            if value.startswith(prefix):
+                return "postgresql+asyncpg://" + value.removeprefix(prefix)
+        if not value.startswith("postgresql+asyncpg://"):
+            raise ValueError("CLINIC_DATABASE_URL must be a postgresql:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _no_default_secret_in_production(self) -> Settings:
+        if self.environment == "production" and self.secret_key == DEV_SECRET:
+            raise ValueError(
+                "CLINIC_SECRET_KEY must be set in production (the same value on every instance)"
+            )
+        if len(self.secret_key) < 16:
+            raise ValueError("CLINIC_SECRET_KEY must be at least 16 characters")
+        return self

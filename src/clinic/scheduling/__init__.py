@@ -1,0 +1,1 @@
+"""Scheduling: pure computations over doctors' working hours and appointments."""

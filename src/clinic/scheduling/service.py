@@ -1,0 +1,379 @@
+"""Schedule use cases: read and replace a doctor's hours, overrides, free slots, doctor search."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import ColumnElement, Select, delete, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from clinic.accounts import guards
+from clinic.accounts.guards import Actor
+from clinic.accounts.models import Doctor, Role, User
+from clinic.appointments.models import Appointment, Status
+from clinic.core.errors import InvalidInput, NotFound
+from clinic.scheduling import slots as slotlib
+from clinic.scheduling.models import ScheduleOverride, WeeklyHours
+from clinic.scheduling.schemas import OverrideIn, RulesIn, ScheduleIn, WeeklyWindowIn
+
+SEARCH_LOOKAHEAD = timedelta(days=14)
+"""How far ahead doctor search looks for each doctor's next free slot."""
+
+
+@dataclass(frozen=True, slots=True)
+class DoctorCalendar:
+    """Everything the slot computation needs for one doctor."""
+
+    user: User
+    doctor: Doctor
+    weekly: list[WeeklyHours]
+    overrides: list[ScheduleOverride]
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.user.time_zone)
+
+    def rules(self) -> slotlib.SlotRules:
+        d = self.doctor
+        return slotlib.SlotRules(
+            time_zone=self.zone,
+            slot_length=timedelta(minutes=d.slot_minutes),
+            buffer=timedelta(minutes=d.buffer_minutes),
+            min_notice=timedelta(minutes=d.min_notice_minutes),
+            horizon=timedelta(days=d.horizon_days),
+        )
+
+    def windows(self) -> list[slotlib.WeeklyWindow]:
+        return [slotlib.WeeklyWindow(w.weekday, w.start_time, w.end_time) for w in self.weekly]
+
+    def date_overrides(self) -> list[slotlib.DateOverride]:
+        return [
+            slotlib.DateOverride(o.day, o.kind, o.start_time, o.end_time)  # type: ignore[arg-type]
+            for o in self.overrides
+        ]
+
+
+def _visible_doctor(actor: Actor | None) -> Select[User, Doctor]:
+    """Doctors the actor may see: approved ones; smoke ones only to smoke accounts; a doctor
+    always sees themself and an admin sees all."""
+    stmt = select(User, Doctor).join(Doctor, Doctor.user_id == User.id)
+    if actor is not None and actor.role is Role.ADMIN:
+        return stmt
+    own = Doctor.user_id == (actor.user_id if actor is not None else -1)
+    public: ColumnElement[bool] = Doctor.approved_at.is_not(None)
+    if actor is None or not actor.is_smoke:
+        public = public & User.is_smoke.is_(False)
+    return stmt.where(or_(public, own))
+
+
+async def _calendars(
+    session: AsyncSession, doctors: list[tuple[User, Doctor]], start: datetime, end: datetime
+) -> list[DoctorCalendar]:
+    ids = [d.user_id for _, d in doctors]
+    weekly = await session.scalars(
+        select(WeeklyHours).where(WeeklyHours.doctor_id.in_(ids)).order_by(WeeklyHours.start_time)
+    )
+    # Overrides are by local date; a day either side covers any zone offset.
+    overrides = await session.scalars(
+        select(ScheduleOverride).where(
+            ScheduleOverride.doctor_id.in_(ids),
+            ScheduleOverride.day >= (start - timedelta(days=1)).date(),
+            ScheduleOverride.day <= (end + timedelta(days=1)).date(),
+        )
+    )
+    by_weekly: dict[int, list[WeeklyHours]] = {i: [] for i in ids}
+    for w in weekly:
+        by_weekly[w.doctor_id].append(w)
+    by_override: dict[int, list[ScheduleOverride]] = {i: [] for i in ids}
+    for o in overrides:
+        by_override[o.doctor_id].append(o)
+    return [DoctorCalendar(u, d, by_weekly[d.user_id], by_override[d.user_id]) for u, d in doctors]
+
+
+async def _busy(
+    session: AsyncSession,
+    ids: list[int],
+    start: datetime,
+    end: datetime,
+    *,
+    ignore: int | None = None,
+) -> dict[int, list[tuple[datetime, datetime]]]:
+    stmt = (
+        select(Appointment.doctor_id, Appointment.starts_at, Appointment.buffer_ends_at)
+        .where(
+            Appointment.doctor_id.in_(ids),
+            Appointment.status != Status.CANCELLED.value,
+            Appointment.starts_at < end + timedelta(days=1),
+            Appointment.buffer_ends_at > start - timedelta(days=1),
+        )
+        .order_by(Appointment.starts_at)
+    )
+    if ignore is not None:
+        stmt = stmt.where(Appointment.id != ignore)
+    rows = await session.execute(stmt)
+    busy: dict[int, list[tuple[datetime, datetime]]] = {i: [] for i in ids}
+    for doctor_id, s, e in rows.tuples():
+        busy[doctor_id].append((s, e))
+    return busy
+
+
+def _check_range(start: datetime, end: datetime, max_days: int) -> None:
+    if start.tzinfo is None or end.tzinfo is None:
+        raise InvalidInput("start and end need a UTC offset (for example 2026-12-01T00:00:00Z)")
+    if end <= start:
+        raise InvalidInput("end must be after start", field="end")
+    if end - start > timedelta(days=max_days):
+        raise InvalidInput(f"a range may span at most {max_days} days", field="end")
+
+
+async def doctor_slots(
+    *,
+    session: AsyncSession,
+    actor: Actor | None,
+    doctor_id: int,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    max_days: int = 62,
+) -> tuple[DoctorCalendar, list[slotlib.Slot]]:
+    """Free slots of a bookable doctor in [start, end): a constant number of queries."""
+    _check_range(start, end, max_days)
+    async with session.begin():
+        row = (
+            await session.execute(_visible_doctor(actor).where(Doctor.user_id == doctor_id))
+        ).first()
+        if row is None:
+            raise NotFound("No such doctor.")
+        (calendar,) = await _calendars(session, [(row[0], row[1])], start, end)
+        busy = (await _busy(session, [doctor_id], start, end))[doctor_id]
+    return calendar, _free(calendar, busy, start, end, now)
+
+
+class SlotCheck(StrEnum):
+    FREE = "free"
+    TAKEN = "taken"
+    NOT_BOOKABLE = "not_bookable"
+
+
+async def check_slot(
+    *,
+    session: AsyncSession,
+    actor: Actor | None,
+    doctor_id: int,
+    starts_at: datetime,
+    now: datetime,
+    ignore_appointment: int | None = None,
+) -> tuple[DoctorCalendar, SlotCheck]:
+    """Whether ``starts_at`` is a free slot of the doctor, taken, or not a bookable time at
+    all (outside hours, off the grid, too soon or too far ahead). ``ignore_appointment``: an
+    appointment being moved, whose own time does not count as busy."""
+    end = starts_at + timedelta(minutes=1)
+    async with session.begin():
+        row = (
+            await session.execute(_visible_doctor(actor).where(Doctor.user_id == doctor_id))
+        ).first()
+        if row is None or row[1].approved_at is None:
+            raise NotFound("No such doctor.")
+        (calendar,) = await _calendars(session, [(row[0], row[1])], starts_at, end)
+        busy = (await _busy(session, [doctor_id], starts_at, end, ignore=ignore_appointment))[
+            doctor_id
+        ]
+    if any(s.starts_at == starts_at for s in _free(calendar, busy, starts_at, end, now)):
+        return calendar, SlotCheck.FREE
+    if any(s.starts_at == starts_at for s in _free(calendar, [], starts_at, end, now)):
+        return calendar, SlotCheck.TAKEN
+    return calendar, SlotCheck.NOT_BOOKABLE
+
+
+def _free(
+    cal: DoctorCalendar,
+    busy: list[tuple[datetime, datetime]],
+    start: datetime,
+    end: datetime,
+    now: datetime,
+) -> list[slotlib.Slot]:
+    if cal.doctor.approved_at is None:
+        return []  # an unapproved doctor cannot be booked, not even by themself
+    return slotlib.free_slots(
+        rules=cal.rules(),
+        weekly=cal.windows(),
+        overrides=cal.date_overrides(),
+        busy=busy,
+        range_start=start,
+        range_end=end,
+        now=now,
+    )
+
+
+async def search_doctors(
+    *,
+    session: AsyncSession,
+    actor: Actor | None,
+    specialty: str | None,
+    name: str | None,
+    now: datetime,
+    limit: int = 50,
+) -> list[tuple[DoctorCalendar, datetime | None]]:
+    """Approved doctors matching the filters, each with their next free slot (if any soon)."""
+    stmt = _visible_doctor(actor).where(Doctor.approved_at.is_not(None))
+    if specialty:
+        stmt = stmt.where(func.lower(Doctor.specialty) == specialty.strip().lower())
+    if name:
+        pattern = "%" + name.strip().replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_")
+        stmt = stmt.where(User.name.ilike(pattern + "%"))
+    stmt = stmt.order_by(User.name).limit(limit)
+    end = now + SEARCH_LOOKAHEAD
+    async with session.begin():
+        doctors = [(u, d) for u, d in (await session.execute(stmt)).tuples()]
+        if not doctors:
+            return []
+        calendars = await _calendars(session, doctors, now, end)
+        busy = await _busy(session, [d.user_id for _, d in doctors], now, end)
+    result = []
+    for cal in calendars:
+        free = _free(cal, busy[cal.doctor.user_id], now, end, now)
+        result.append((cal, free[0].starts_at if free else None))
+    return result
+
+
+async def specialties(*, session: AsyncSession) -> list[str]:
+    async with session.begin():
+        rows = await session.scalars(
+            select(Doctor.specialty)
+            .join(User, User.id == Doctor.user_id)
+            .where(Doctor.approved_at.is_not(None), User.is_smoke.is_(False))
+            .distinct()
+            .order_by(Doctor.specialty)
+        )
+        return list(rows)
+
+
+async def get_schedule(
+    *, session: AsyncSession, actor: Actor | None, doctor_id: int
+) -> DoctorCalendar:
+    guards.ensure_may_manage_schedule(actor, doctor_id)
+    async with session.begin():
+        row = (
+            await session.execute(
+                select(User, Doctor)
+                .join(Doctor, Doctor.user_id == User.id)
+                .where(Doctor.user_id == doctor_id)
+            )
+        ).first()
+        if row is None:
+            raise NotFound("No such doctor schedule.")
+        weekly = await session.scalars(
+            select(WeeklyHours)
+            .where(WeeklyHours.doctor_id == doctor_id)
+            .order_by(WeeklyHours.weekday, WeeklyHours.start_time)
+        )
+        overrides = await session.scalars(
+            select(ScheduleOverride)
+            .where(ScheduleOverride.doctor_id == doctor_id)
+            .order_by(ScheduleOverride.day, ScheduleOverride.start_time)
+        )
+        return DoctorCalendar(row[0], row[1], list(weekly), list(overrides))
+
+
+async def appointments_outside_hours(
+    *, session: AsyncSession, calendar: DoctorCalendar, now: datetime
+) -> list[Appointment]:
+    """Future booked appointments that the doctor's current hours no longer cover."""
+    async with session.begin():
+        upcoming = list(
+            await session.scalars(
+                select(Appointment)
+                .where(
+                    Appointment.doctor_id == calendar.doctor.user_id,
+                    Appointment.status == Status.BOOKED.value,
+                    Appointment.starts_at >= now,
+                )
+                .order_by(Appointment.starts_at)
+            )
+        )
+    if not upcoming:
+        return []
+    outside = slotlib.outside_hours(
+        rules=calendar.rules(),
+        weekly=calendar.windows(),
+        overrides=calendar.date_overrides(),
+        appointments=[(a.starts_at, a.ends_at) for a in upcoming],
+    )
+    return [upcoming[i] for i in outside]
+
+
+async def save_schedule(
+    *, session: AsyncSession, actor: Actor | None, doctor_id: int, data: ScheduleIn, now: datetime
+) -> tuple[DoctorCalendar, list[Appointment]]:
+    """Replace the weekly hours and rules. Booked appointments are never cancelled: the ones
+    now outside the hours are returned so the doctor sees them."""
+    guards.ensure_may_manage_schedule(actor, doctor_id)
+    async with session.begin():
+        doctor = await session.get(Doctor, doctor_id, with_for_update=True)
+        if doctor is None:
+            raise NotFound("No such doctor schedule.")
+        await session.execute(delete(WeeklyHours).where(WeeklyHours.doctor_id == doctor_id))
+        session.add_all(
+            WeeklyHours(doctor_id=doctor_id, weekday=w.weekday, start_time=w.start, end_time=w.end)
+            for w in data.weekly
+        )
+        _apply_rules(doctor, data.rules)
+    calendar = await get_schedule(session=session, actor=actor, doctor_id=doctor_id)
+    return calendar, await appointments_outside_hours(session=session, calendar=calendar, now=now)
+
+
+def _apply_rules(doctor: Doctor, rules: RulesIn) -> None:
+    doctor.slot_minutes = rules.slot_minutes
+    doctor.buffer_minutes = rules.buffer_minutes
+    doctor.min_notice_minutes = rules.min_notice_minutes
+    doctor.horizon_days = rules.horizon_days
+
+
+async def add_override(
+    *, session: AsyncSession, actor: Actor | None, doctor_id: int, data: OverrideIn, now: datetime
+) -> tuple[ScheduleOverride, list[Appointment]]:
+    guards.ensure_may_manage_schedule(actor, doctor_id)
+    async with session.begin():
+        if await session.get(Doctor, doctor_id) is None:
+            raise NotFound("No such doctor schedule.")
+        override = ScheduleOverride(
+            doctor_id=doctor_id,
+            day=data.day,
+            kind=data.kind,
+            start_time=data.start,
+            end_time=data.end,
+        )
+        session.add(override)
+    calendar = await get_schedule(session=session, actor=actor, doctor_id=doctor_id)
+    return override, await appointments_outside_hours(session=session, calendar=calendar, now=now)
+
+
+async def delete_override(
+    *, session: AsyncSession, actor: Actor | None, doctor_id: int, override_id: int
+) -> None:
+    guards.ensure_may_manage_schedule(actor, doctor_id)
+    async with session.begin():
+        override = await session.get(ScheduleOverride, override_id)
+        if override is None or override.doctor_id != doctor_id:
+            raise NotFound("No such override.")
+        await session.delete(override)
+
+
+def weekly_in(calendar: DoctorCalendar) -> list[WeeklyWindowIn]:
+    return [
+        WeeklyWindowIn(weekday=w.weekday, start=w.start_time, end=w.end_time)
+        for w in calendar.weekly
+    ]
+
+
+def rules_in(calendar: DoctorCalendar) -> RulesIn:
+    d = calendar.doctor
+    return RulesIn(
+        slot_minutes=d.slot_minutes,
+        buffer_minutes=d.buffer_minutes,
+        min_notice_minutes=d.min_notice_minutes,
+        horizon_days=d.horizon_days,
+    )

@@ -1,0 +1,1 @@
+"""Shared web pieces: request dependencies, templates, error rendering, page layout."""
