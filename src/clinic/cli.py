@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import signal
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, TypeVar
@@ -26,18 +27,23 @@ def load_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"]) or "settings"
+            where = (
+                "CLINIC_" + "_".join(str(p) for p in err["loc"]).upper()
+                if err["loc"]
+                else "settings"
+            )
             typer.echo(f"configuration error: {where}: {err['msg']}", err=True)
         raise typer.Exit(2) from exc
 
 
-def database_url(settings: Settings) -> str:
-    """The configured URL, or the embedded PostgreSQL under ``var/`` (started if needed)."""
+def database_url(settings: Settings, *, keep_running: bool = False) -> str:
+    """The configured URL, or the embedded PostgreSQL under ``var/`` (started if needed;
+    stopped when this process exits unless ``keep_running``)."""
     if settings.database_url is not None:
         return settings.database_url
     from clinic.core.embedded import EmbeddedPostgres
 
-    pg = EmbeddedPostgres(settings.var_dir / "pgdata")
+    pg = EmbeddedPostgres(settings.var_dir / "pgdata", keep_running=keep_running)
     return pg.ensure_database("clinic").replace("postgresql://", "postgresql+asyncpg://", 1)
 
 
@@ -106,6 +112,9 @@ def serve(
             "demo accounts: e.g. maria.rossi@demo.example.org (patient), "
             f"anna.weber@demo.example.org (doctor); password: {password}"
         )
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it; exiting through SystemExit
+    # instead of the default handler lets atexit stop the embedded PostgreSQL we started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(
         create_app(settings),
         host=host,
@@ -118,7 +127,12 @@ def serve(
 
 
 @db_app.command("upgrade")
-def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
+def db_upgrade(
+    revision: Annotated[str, typer.Argument()] = "head",
+    seed_smoke: Annotated[
+        bool, typer.Option(help="Also create the smoke-test accounts (deploy hook).")
+    ] = False,
+) -> None:
     """Apply migrations up to REVISION (default: the newest)."""
     from clinic.core import schema
 
@@ -126,12 +140,33 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     assert settings.database_url is not None
     schema.upgrade(settings.database_url, revision)
     typer.echo(f"database at {revision}")
+    if seed_smoke:
+        created, _ = _run(lambda s: _seed(s, demo=False, smoke=True), settings)
+        typer.echo(f"smoke-test accounts ready ({created} created)")
 
 
 @db_app.command("url")
-def db_url() -> None:
+def db_url(
+    keep_running: Annotated[
+        bool, typer.Option(help="Leave the embedded PostgreSQL running after this exits.")
+    ] = False,
+) -> None:
     """Print the database URL (starting the embedded PostgreSQL if none is configured)."""
-    typer.echo(database_url(load_settings()))
+    url = database_url(load_settings(), keep_running=keep_running)
+    typer.echo(url.replace("postgresql+asyncpg://", "postgresql://", 1))
+
+
+@db_app.command("stop")
+def db_stop() -> None:
+    """Stop the embedded PostgreSQL under ``var/`` (no-op with CLINIC_DATABASE_URL set)."""
+    settings = load_settings()
+    if settings.database_url is not None:
+        typer.echo("an external database is configured; nothing to stop")
+        return
+    from clinic.core.embedded import stop_embedded
+
+    stopped = stop_embedded(settings.var_dir / "pgdata")
+    typer.echo("embedded PostgreSQL stopped" if stopped else "embedded PostgreSQL was not running")
 
 
 @app.command()
@@ -150,7 +185,7 @@ def seed(
 @app.command("create-admin")
 def create_admin(
     email: Annotated[str, typer.Option(prompt=True)],
-    name: Annotated[str, typer.Option(prompt=True)] = "Administrator",
+    name: Annotated[str, typer.Option(help="Display name.")] = "Administrator",
     password_stdin: Annotated[bool, typer.Option(help="Read the password from stdin.")] = False,
 ) -> None:
     """Create an administrator account (the first one approves doctors)."""
@@ -207,16 +242,15 @@ def smoke(
 def main(argv: list[str] | None = None) -> int:
     """Entry point: returns the exit code (0 ok, 1 operation failed, 2 bad usage/config)."""
     try:
-        app(args=argv, standalone_mode=False)
+        # Not standalone, click returns the exit code of typer.Exit instead of exiting.
+        code = app(args=argv, standalone_mode=False)
     except typer.Exit as exc:
         return int(exc.exit_code)
-    except Exception as exc:  # click's usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return 2
-        if isinstance(exc, click.exceptions.Abort):
-            return 1
-        raise
-    return 0
+    except typer.Abort:
+        return 1
+    except typer.TyperException as exc:  # usage errors: unknown command, bad option
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        return 2
+    return code if isinstance(code, int) else 0

@@ -40,7 +40,7 @@ def require_role(actor: Actor | None, *roles: Role) -> Actor:
     actor = authenticated(actor)
     if actor.role not in roles:
         allowed = " or ".join(r.value for r in roles)
-        raise Forbidden(f"Only a {allowed} may do this.")
+        raise Forbidden(f"This is only for the {allowed} role.")
     return actor
 
 

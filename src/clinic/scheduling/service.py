@@ -115,7 +115,7 @@ async def _busy(
         stmt = stmt.where(Appointment.id != ignore)
     rows = await session.execute(stmt)
     busy: dict[int, list[tuple[datetime, datetime]]] = {i: [] for i in ids}
-    for doctor_id, s, e in rows.tuples():
+    for doctor_id, s, e in rows.all():
         busy[doctor_id].append((s, e))
     return busy
 
@@ -227,7 +227,7 @@ async def search_doctors(
     stmt = stmt.order_by(User.name).limit(limit)
     end = now + SEARCH_LOOKAHEAD
     async with session.begin():
-        doctors = [(u, d) for u, d in (await session.execute(stmt)).tuples()]
+        doctors = [(u, d) for u, d in (await session.execute(stmt)).all()]
         if not doctors:
             return []
         calendars = await _calendars(session, doctors, now, end)

@@ -1,0 +1,322 @@
+"""HTML pages for accounts: home, registration, login/logout, doctor approval.
+
+Also the small helpers every feature's pages share: flash messages, the login redirect,
+form reading and mapping validation errors to form fields.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse, Response
+from pydantic import ValidationError
+from starlette.datastructures import FormData
+
+from clinic.accounts import service
+from clinic.accounts.guards import Actor
+from clinic.accounts.models import Role
+from clinic.accounts.schemas import DoctorCreate, LoginRequest, PatientCreate
+from clinic.core.errors import ClinicError, TooManyAttempts
+from clinic.web.deps import (
+    CsrfChecked,
+    CurrentActor,
+    Session,
+    SettingsDep,
+    client_address,
+    log_in,
+    log_out,
+)
+from clinic.web.render import render
+
+router = APIRouter(include_in_schema=False)
+
+FLASH = "flash"
+COMMON_ZONES = (
+    "UTC",
+    "Europe/London",
+    "Europe/Dublin",
+    "Europe/Lisbon",
+    "Europe/Madrid",
+    "Europe/Paris",
+    "Europe/Amsterdam",
+    "Europe/Berlin",
+    "Europe/Zurich",
+    "Europe/Rome",
+    "Europe/Vienna",
+    "Europe/Warsaw",
+    "Europe/Stockholm",
+    "Europe/Athens",
+    "Europe/Helsinki",
+    "Europe/Istanbul",
+    "Europe/Kyiv",
+    "Europe/Moscow",
+    "Africa/Cairo",
+    "Africa/Lagos",
+    "Africa/Nairobi",
+    "Africa/Johannesburg",
+    "Asia/Dubai",
+    "Asia/Kolkata",
+    "Asia/Bangkok",
+    "Asia/Singapore",
+    "Asia/Shanghai",
+    "Asia/Tokyo",
+    "Australia/Sydney",
+    "Pacific/Auckland",
+    "America/Sao_Paulo",
+    "America/Mexico_City",
+    "America/New_York",
+    "America/Toronto",
+    "America/Chicago",
+    "America/Denver",
+    "America/Los_Angeles",
+    "Pacific/Honolulu",
+)
+
+# ---------------------------------------------------------------- shared page helpers
+
+
+def page(request: Request, template: str, status_code: int = 200, **context: Any) -> Response:
+    """Render ``template``; shows (and clears) the flash message left by the last POST."""
+    flashed = request.session.pop(FLASH, None)
+    context.setdefault("message", flashed if isinstance(flashed, str) else None)
+    return render(request, template, status_code=status_code, **context)
+
+
+def flash(request: Request, message: str) -> None:
+    request.session[FLASH] = message
+
+
+def redirect(url: str) -> RedirectResponse:
+    """POST-redirect-GET: 303 so the browser follows with a GET."""
+    return RedirectResponse(url, status_code=303)
+
+
+def safe_next(value: str | None) -> str | None:
+    """``value`` if it is a path on this site, else None (no open redirects)."""
+    if not value or not value.startswith("/") or value.startswith(("//", "/\\")):
+        return None
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc or any(c in value for c in "\r\n\\"):
+        return None
+    return value
+
+
+def login_redirect(request: Request, path: str | None = None) -> RedirectResponse:
+    """Send an anonymous visitor to log in, coming back to ``path`` (default: this page)."""
+    if path is None:
+        path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return redirect("/login?" + urlencode({"next": path}))
+
+
+def role_home(actor: Actor) -> str:
+    """The main page of the actor's role."""
+    if actor.role is Role.DOCTOR:
+        return "/agenda"
+    if actor.role is Role.ADMIN:
+        return "/admin/doctors"
+    return "/appointments"
+
+
+def text(form: FormData, name: str) -> str:
+    """A form field as text ('' when missing or a file)."""
+    value = form.get(name)
+    return value.strip() if isinstance(value, str) else ""
+
+
+def raw(form: FormData, name: str) -> str:
+    """A form field exactly as sent (passwords are not stripped)."""
+    value = form.get(name)
+    return value if isinstance(value, str) else ""
+
+
+def validation_errors(
+    exc: ValidationError, rename: dict[str, str] | None = None, default: str = "form"
+) -> dict[str, str]:
+    """Pydantic errors as ``{field: message}`` (the first message per field)."""
+    out: dict[str, str] = {}
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err.get("loc", ()))
+        key = (rename or {}).get(loc, loc) or default
+        message = str(err.get("msg", "Invalid value."))
+        message = message.removeprefix("Value error, ")
+        out.setdefault(key, message[:1].upper() + message[1:])
+    return out
+
+
+def clinic_errors(exc: ClinicError, default: str = "form") -> dict[str, str]:
+    return {exc.field or default: exc.message}
+
+
+# ---------------------------------------------------------------- pages
+
+
+@router.get("/")
+async def home(request: Request, actor: CurrentActor) -> Response:
+    """What the clinic is, and where to go next."""
+    return page(request, "home.html", home_url=role_home(actor) if actor else None)
+
+
+def _zone_of(form: FormData) -> str:
+    return text(form, "time_zone_other") or text(form, "time_zone") or "UTC"
+
+
+def _register_context(form: FormData | None) -> dict[str, Any]:
+    values = {k: text(form, k) for k in form if k not in ("password", "csrf_token")} if form else {}
+    return {"values": values, "zones": COMMON_ZONES}
+
+
+@router.get("/register")
+async def register_form(request: Request, actor: CurrentActor) -> Response:
+    return page(request, "accounts/register.html", doctor=False, **_register_context(None))
+
+
+@router.get("/register/doctor")
+async def register_doctor_form(request: Request, actor: CurrentActor) -> Response:
+    return page(request, "accounts/register.html", doctor=True, **_register_context(None))
+
+
+@router.post("/register", dependencies=[CsrfChecked])
+async def register(
+    request: Request, actor: CurrentActor, session: Session, settings: SettingsDep
+) -> Response:
+    """Create a patient account, then ask them to log in."""
+    form = await request.form()
+    fields = {
+        "name": text(form, "name"),
+        "email": text(form, "email"),
+        "password": raw(form, "password"),
+        "date_of_birth": text(form, "date_of_birth"),
+        "time_zone": _zone_of(form),
+    }
+    try:
+        data = PatientCreate.model_validate(fields)
+        await service.register_patient(session=session, data=data, settings=settings)
+    except ValidationError as exc:
+        errors = validation_errors(exc)
+        return page(
+            request,
+            "accounts/register.html",
+            422,
+            doctor=False,
+            errors=errors,
+            **_register_context(form),
+        )
+    except ClinicError as exc:
+        return page(
+            request,
+            "accounts/register.html",
+            exc.status,
+            doctor=False,
+            errors=clinic_errors(exc),
+            **_register_context(form),
+        )
+    flash(request, "Your account is ready. Log in to book an appointment.")
+    return redirect("/login")
+
+
+@router.post("/register/doctor", dependencies=[CsrfChecked])
+async def register_doctor(
+    request: Request, actor: CurrentActor, session: Session, settings: SettingsDep
+) -> Response:
+    """Create a doctor account awaiting an admin's approval."""
+    form = await request.form()
+    fields = {
+        "name": text(form, "name"),
+        "email": text(form, "email"),
+        "password": raw(form, "password"),
+        "time_zone": _zone_of(form),
+        "specialty": text(form, "specialty"),
+        "licence_number": text(form, "licence_number"),
+        "bio": text(form, "bio"),
+    }
+    try:
+        data = DoctorCreate.model_validate(fields)
+        await service.register_doctor(session=session, data=data, settings=settings)
+    except ValidationError as exc:
+        return page(
+            request,
+            "accounts/register.html",
+            422,
+            doctor=True,
+            errors=validation_errors(exc),
+            **_register_context(form),
+        )
+    except ClinicError as exc:
+        return page(
+            request,
+            "accounts/register.html",
+            exc.status,
+            doctor=True,
+            errors=clinic_errors(exc),
+            **_register_context(form),
+        )
+    flash(
+        request,
+        "Thank you for registering. An administrator must approve your account before "
+        "patients can book you; you can log in and set your hours meanwhile.",
+    )
+    return redirect("/login")
+
+
+@router.get("/login")
+async def login_form(request: Request, actor: CurrentActor) -> Response:
+    nxt = safe_next(request.query_params.get("next"))
+    return page(request, "accounts/login.html", next=nxt or "", values={})
+
+
+@router.post("/login", dependencies=[CsrfChecked])
+async def login(request: Request, session: Session, settings: SettingsDep) -> Response:
+    """Check credentials (throttled by the service) and start a session."""
+    form = await request.form()
+    email = text(form, "email")
+    nxt = safe_next(text(form, "next"))
+    context: dict[str, Any] = {"next": nxt or "", "values": {"email": email}}
+    try:
+        data = LoginRequest.model_validate({"email": email, "password": raw(form, "password")})
+        user = await service.authenticate(
+            session=session,
+            email=data.email,
+            password=data.password,
+            address=client_address(request),
+            settings=settings,
+        )
+    except ValidationError as exc:
+        return page(request, "accounts/login.html", 422, errors=validation_errors(exc), **context)
+    except ClinicError as exc:
+        response = page(
+            request, "accounts/login.html", exc.status, errors={"form": exc.message}, **context
+        )
+        if isinstance(exc, TooManyAttempts):
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+    log_in(request, user.id)
+    return redirect(nxt or role_home(service.actor_of(user)))
+
+
+@router.post("/logout", dependencies=[CsrfChecked])
+async def logout(request: Request) -> Response:
+    log_out(request)
+    flash(request, "You are logged out.")
+    return redirect("/")
+
+
+@router.get("/admin/doctors")
+async def pending_doctors(request: Request, actor: CurrentActor, session: Session) -> Response:
+    """Doctors waiting for approval (admins only: the service decides)."""
+    if actor is None:
+        return login_redirect(request)
+    rows = await service.pending_doctors(session=session, actor=actor)
+    return page(request, "accounts/pending_doctors.html", pending=rows)
+
+
+@router.post("/admin/doctors/{doctor_id}/approve", dependencies=[CsrfChecked])
+async def approve_doctor(
+    doctor_id: int, request: Request, actor: CurrentActor, session: Session
+) -> Response:
+    if actor is None:
+        return login_redirect(request, "/admin/doctors")
+    await service.approve_doctor(session=session, actor=actor, doctor_id=doctor_id)
+    flash(request, "The doctor is approved and can now be booked.")
+    return redirect("/admin/doctors")

@@ -1,0 +1,353 @@
+"""HTML pages for appointments: booking, the patient's list, details, the doctor's agenda."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+from pydantic import ValidationError
+
+from clinic.accounts.guards import Actor
+from clinic.accounts.pages import (
+    flash,
+    login_redirect,
+    page,
+    redirect,
+    text,
+    validation_errors,
+)
+from clinic.appointments import service
+from clinic.appointments.schemas import AppointmentCreate, AppointmentReschedule
+from clinic.core.db import utcnow
+from clinic.core.errors import ClinicError, Conflict, IdempotencyKeyReused, InvalidInput
+from clinic.scheduling import service as scheduling
+from clinic.scheduling.pages import local_midnight, monday_of, parse_day
+from clinic.web.deps import CsrfChecked, CurrentActor, Session, SettingsDep
+from clinic.web.render import viewer_zone
+
+router = APIRouter(include_in_schema=False)
+
+RESCHEDULE_LOOKAHEAD = timedelta(days=14)
+RESCHEDULE_CHOICES = 400
+
+
+def parse_instant(value: str, name: str = "starts_at") -> datetime:
+    """An ISO 8601 instant with its UTC offset."""
+    try:
+        instant = datetime.fromisoformat(value)
+    except ValueError:
+        instant = None
+    if instant is None or instant.tzinfo is None:
+        raise InvalidInput("Choose a slot from the doctor's calendar.", field=name)
+    return instant
+
+
+# ---------------------------------------------------------------- booking
+
+
+async def _book_page(
+    request: Request,
+    session: Session,
+    actor: Actor,
+    *,
+    doctor_id: int,
+    starts_at: datetime,
+    reason: str = "",
+    key: str | None = None,
+    status_code: int = 200,
+    errors: dict[str, str] | None = None,
+) -> Response:
+    calendar, verdict = await scheduling.check_slot(
+        session=session, actor=actor, doctor_id=doctor_id, starts_at=starts_at, now=utcnow()
+    )
+    errors = dict(errors or {})
+    if verdict is scheduling.SlotCheck.TAKEN:
+        errors.setdefault("starts_at", "This slot is already booked. Please choose another slot.")
+    elif verdict is scheduling.SlotCheck.NOT_BOOKABLE:
+        errors.setdefault("starts_at", "This time cannot be booked. Please choose another slot.")
+    zone = viewer_zone(request)
+    week = monday_of(starts_at.astimezone(zone).date())
+    return page(
+        request,
+        "appointments/book.html",
+        status_code,
+        calendar=calendar,
+        doctor_id=doctor_id,
+        starts_at=starts_at,
+        bookable=verdict is scheduling.SlotCheck.FREE,
+        reason=reason,
+        idempotency_key=key or str(uuid.uuid4()),
+        calendar_url=f"/doctors/{doctor_id}?" + urlencode({"week": week.isoformat()}),
+        errors=errors,
+    )
+
+
+@router.get("/book")
+async def book_form(
+    request: Request,
+    actor: CurrentActor,
+    session: Session,
+    doctor_id: int = Query(gt=0),
+    starts_at: str = Query(max_length=64),
+) -> Response:
+    """The chosen slot in both time zones, and the reason for the visit."""
+    if actor is None:
+        return login_redirect(request)
+    return await _book_page(
+        request, session, actor, doctor_id=doctor_id, starts_at=parse_instant(starts_at)
+    )
+
+
+@router.post("/book", dependencies=[CsrfChecked])
+async def book(request: Request, actor: CurrentActor, session: Session) -> Response:
+    """Book the slot; the form's idempotency key makes a double submit book once."""
+    form = await request.form()
+    fields = {k: text(form, k) for k in ("doctor_id", "starts_at", "reason")}
+    key = text(form, "idempotency_key") or None
+    if actor is None:
+        return login_redirect(request, "/book?" + urlencode(fields))
+    try:
+        data = AppointmentCreate.model_validate(fields)
+    except ValidationError as exc:
+        errors = validation_errors(exc)
+        if "doctor_id" in errors or "starts_at" in errors:
+            raise InvalidInput("Choose a slot from a doctor's calendar.") from None
+        if "reason" in errors and not fields["reason"]:
+            errors["reason"] = "Tell the doctor briefly why you would like to see them."
+        return await _book_page(
+            request,
+            session,
+            actor,
+            doctor_id=int(fields["doctor_id"]),
+            starts_at=parse_instant(fields["starts_at"]),
+            reason=fields["reason"],
+            key=key,
+            status_code=422,
+            errors=errors,
+        )
+    try:
+        view, created = await service.book_appointment(
+            session=session,
+            actor=actor,
+            doctor_id=data.doctor_id,
+            starts_at=data.starts_at,
+            reason=data.reason,
+            idempotency_key=key,
+        )
+    except ClinicError as exc:
+        field = exc.field or ("starts_at" if isinstance(exc, Conflict) else "form")
+        return await _book_page(
+            request,
+            session,
+            actor,
+            doctor_id=data.doctor_id,
+            starts_at=data.starts_at,
+            reason=data.reason,
+            key=None if isinstance(exc, IdempotencyKeyReused) else key,
+            status_code=exc.status,
+            errors={field: exc.message},
+        )
+    flash(
+        request,
+        "Your appointment is booked." if created else "This appointment was already booked.",
+    )
+    return redirect(f"/appointments/{view.appointment.id}")
+
+
+# ---------------------------------------------------------------- lists and details
+
+
+@router.get("/appointments")
+async def appointments(request: Request, actor: CurrentActor, session: Session) -> Response:
+    """A patient's upcoming and past appointments; a doctor's or admin's list."""
+    if actor is None:
+        return login_redirect(request)
+    views = await service.list_appointments(session=session, actor=actor)
+    now = utcnow()
+    upcoming = [v for v in views if v.appointment.ends_at > now]
+    past = [v for v in reversed(views) if v.appointment.ends_at <= now]
+    return page(request, "appointments/list.html", upcoming=upcoming, past=past)
+
+
+def _moved_to(details: dict[str, Any]) -> datetime | None:
+    """Where a "rescheduled" event moved the appointment to."""
+    try:
+        return datetime.fromisoformat(str(details["to"]))
+    except (KeyError, ValueError):
+        return None
+
+
+async def _detail_page(
+    request: Request,
+    session: Session,
+    actor: Actor,
+    appointment_id: int,
+    *,
+    status_code: int = 200,
+    errors: dict[str, str] | None = None,
+    values: dict[str, str] | None = None,
+) -> Response:
+    view, events = await service.get_appointment(
+        session=session, actor=actor, appointment_id=appointment_id
+    )
+    choices: dict[date, list[datetime]] = {}
+    if view.appointment.status == "booked":
+        now = utcnow()
+        try:
+            _, free = await scheduling.doctor_slots(
+                session=session,
+                actor=actor,
+                doctor_id=view.appointment.doctor_id,
+                start=now,
+                end=now + RESCHEDULE_LOOKAHEAD,
+                now=now,
+            )
+        except ClinicError:
+            free = []  # the doctor is no longer bookable: nothing to move to
+        zone = viewer_zone(request)
+        for slot in free[:RESCHEDULE_CHOICES]:
+            choices.setdefault(slot.starts_at.astimezone(zone).date(), []).append(slot.starts_at)
+    return page(
+        request,
+        "appointments/detail.html",
+        status_code,
+        view=view,
+        a=view.appointment,
+        history=[(e, _moved_to(e.details)) for e in events],
+        choices=list(choices.items()),
+        values=values or {},
+        errors=errors or {},
+    )
+
+
+@router.get("/appointments/{appointment_id}")
+async def appointment(
+    appointment_id: int, request: Request, actor: CurrentActor, session: Session
+) -> Response:
+    """One appointment with its history, and forms to cancel or move it."""
+    if actor is None:
+        return login_redirect(request)
+    return await _detail_page(request, session, actor, appointment_id)
+
+
+@router.post("/appointments/{appointment_id}/cancel", dependencies=[CsrfChecked])
+async def cancel(
+    appointment_id: int,
+    request: Request,
+    actor: CurrentActor,
+    session: Session,
+    settings: SettingsDep,
+) -> Response:
+    if actor is None:
+        return login_redirect(request, f"/appointments/{appointment_id}")
+    form = await request.form()
+    reason = text(form, "reason")
+    try:
+        await service.cancel_appointment(
+            session=session,
+            actor=actor,
+            appointment_id=appointment_id,
+            reason=reason or None,
+            settings=settings,
+        )
+    except ClinicError as exc:
+        key = "reason" if exc.field == "reason" else "cancel"
+        return await _detail_page(
+            request,
+            session,
+            actor,
+            appointment_id,
+            status_code=exc.status,
+            errors={key: exc.message},
+            values={"reason": reason},
+        )
+    flash(request, "The appointment is cancelled.")
+    return redirect(f"/appointments/{appointment_id}")
+
+
+@router.post("/appointments/{appointment_id}/reschedule", dependencies=[CsrfChecked])
+async def reschedule(
+    appointment_id: int,
+    request: Request,
+    actor: CurrentActor,
+    session: Session,
+    settings: SettingsDep,
+) -> Response:
+    if actor is None:
+        return login_redirect(request, f"/appointments/{appointment_id}")
+    form = await request.form()
+    try:
+        data = AppointmentReschedule.model_validate({"starts_at": text(form, "starts_at")})
+        await service.reschedule_appointment(
+            session=session,
+            actor=actor,
+            appointment_id=appointment_id,
+            starts_at=data.starts_at,
+            settings=settings,
+        )
+    except ValidationError:
+        errors = {"starts_at": "Choose one of the free times."}
+        return await _detail_page(
+            request, session, actor, appointment_id, status_code=422, errors=errors
+        )
+    except ClinicError as exc:
+        key = "starts_at" if exc.field or isinstance(exc, Conflict) else "reschedule"
+        return await _detail_page(
+            request,
+            session,
+            actor,
+            appointment_id,
+            status_code=exc.status,
+            errors={key: exc.message},
+        )
+    flash(request, "The appointment is moved.")
+    return redirect(f"/appointments/{appointment_id}")
+
+
+# ---------------------------------------------------------------- the doctor's agenda
+
+
+@router.get("/agenda")
+async def agenda(
+    request: Request,
+    actor: CurrentActor,
+    session: Session,
+    view: str = Query(default="day", pattern="^(day|week)$"),
+    on: str | None = Query(default=None, alias="date", max_length=10),
+) -> Response:
+    """The doctor's appointments of one day or week, in their own time zone."""
+    if actor is None:
+        return login_redirect(request)
+    zone = viewer_zone(request)
+    today = utcnow().astimezone(zone).date()
+    day = parse_day(on, "date", today)
+    first = monday_of(day) if view == "week" else day
+    length = timedelta(days=7 if view == "week" else 1)
+    start, end = local_midnight(first, zone), local_midnight(first + length, zone)
+    views = await service.list_appointments(session=session, actor=actor, start=start, end=end)
+    days = [first + timedelta(days=i) for i in range(length.days)]
+    by_day: dict[date, list[service.AppointmentView]] = {d: [] for d in days}
+    for v in views:
+        by_day.setdefault(v.appointment.starts_at.astimezone(zone).date(), []).append(v)
+
+    def link(v: str, d: date) -> str:
+        return "/agenda?" + urlencode({"view": v, "date": d.isoformat()})
+
+    return page(
+        request,
+        "appointments/agenda.html",
+        view=view,
+        first=first,
+        days=[(d, by_day[d]) for d in days],
+        count=len(views),
+        prev_url=link(view, first - length),
+        next_url=link(view, first + length),
+        today_url=link(view, today),
+        day_url=link("day", day),
+        week_url=link("week", day),
+        day_link=lambda d: link("day", d),
+    )
