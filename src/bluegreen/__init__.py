@@ -1,0 +1,1 @@
+"""Blue/green deployment system: router, controller and supervisor for the clinic app."""

@@ -1,0 +1,726 @@
+"""``bluegreen.toml``: what to deploy and how, parsed once into frozen dataclasses.
+
+Every key below is optional unless marked *required*; the default is shown.
+Unknown sections and keys are rejected by name. Relative directories are
+resolved against the directory holding ``bluegreen.toml``.
+
+.. code-block:: toml
+
+    [app]
+    name = "clinic"                       # required: shown in logs and the admin API
+    command = "{python} -m clinic serve --host 127.0.0.1 --port {port}"   # required
+    workdir = "."                         # instance cwd, relative to the release dir
+    live_path = "/healthz/live"           # liveness probe path
+    ready_path = "/healthz/ready"         # readiness probe path (gates traffic)
+    version_path = "/version"             # reports the running release
+    env = {}                              # extra env (string values) for instances and hooks
+
+    [hooks]                               # both optional; run from the release dir
+    migrate = "{python} -m clinic db upgrade"
+    smoke = "{python} -m clinic smoke --base-url {base_url}"
+
+    [replicas]                            # instances per colour, each >= 1
+    blue = 1
+    green = 1
+
+    [listen]                              # HOST:PORT ("[::1]:8000" for IPv6); port 0 = any
+    public = "127.0.0.1:8000"
+    preview = "127.0.0.1:8002"
+    admin = "127.0.0.1:8001"
+
+    [timeouts]                            # seconds (int or float)
+    start = 30                            # > 0: process start to first answer
+    ready = 60                            # > 0: start to ready
+    drain = 10                            # >= 0: in-flight requests after a switch
+    analysis_window = 30                  # >= 0: post-switch analysis (0 = skip)
+    scale_down_delay = 300                # >= 0: old colour kept warm for rollback
+    hook = 300                            # > 0: per hook run
+
+    [analysis]
+    max_error_rate = 0.02                 # 0..1: candidate 5xx rate allowed (absolute)
+    max_error_rate_ratio = 2.0            # > 0: ... and relative to the baseline rate
+    max_p95_ratio = 2.0                   # > 0: candidate p95 vs baseline p95
+    min_p95_ms = 50                       # >= 0: p95 differences below this never breach
+    min_requests = 20                     # >= 0: fewer requests = inconclusive (passes)
+
+    [releases]
+    keep = 3                              # >= 1 release dirs kept (plus live and previous)
+    dir = "var/releases"                  # venvs live beside it, in <dir>/../envs
+
+    [state]
+    dir = "var"                           # SQLite state and instance logs
+    dir_env = ""                          # if set: env var given the absolute state dir
+                                          # (e.g. "CLINIC_VAR_DIR"), for instances and hooks
+
+    [database]                            # optional: one database shared by every release
+    url_command = "{python} -m clinic db url --keep-running"   # required in the section:
+                                          # run once at daemon start, prints the URL on stdout
+    env = "CLINIC_DATABASE_URL"           # required in the section: env var given that URL
+    stop_command = "{python} -m clinic db stop"   # optional: run when the daemon stops
+
+Command templates are split like a shell would (``shlex``) but never run by a
+shell; placeholders are substituted per argument, so values with spaces stay
+one argument. Placeholders: ``{python}`` (the release's venv python),
+``{release}`` (release id), ``{release_dir}``, ``{colour}``; the app command
+also has ``{port}``, the smoke hook ``{base_url}`` (the preview listener URL); the
+database commands have ``{python}``, ``{release}`` and ``{release_dir}`` only.
+Write ``{{`` / ``}}`` for literal braces.
+
+The admin token is never read from the file: it comes from the
+``BLUEGREEN_ADMIN_TOKEN`` environment variable, and a file containing a token
+key is rejected.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shlex
+import string
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal
+
+from bluegreen.errors import ConfigError
+
+Colour = Literal["blue", "green"]
+COLOURS: tuple[Colour, ...] = ("blue", "green")
+
+ADMIN_TOKEN_ENV = "BLUEGREEN_ADMIN_TOKEN"  # noqa: S105 (a variable name, not a secret)
+
+COMMON_PLACEHOLDERS: frozenset[str] = frozenset({"python", "release", "release_dir", "colour"})
+COMMAND_PLACEHOLDERS: frozenset[str] = COMMON_PLACEHOLDERS | {"port"}
+MIGRATE_PLACEHOLDERS: frozenset[str] = COMMON_PLACEHOLDERS
+SMOKE_PLACEHOLDERS: frozenset[str] = COMMON_PLACEHOLDERS | {"base_url"}
+DATABASE_PLACEHOLDERS: frozenset[str] = frozenset({"python", "release", "release_dir"})
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """A listen address; ``port == 0`` means "any free port"."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` (only meaningful once the port is known)."""
+        return f"http://{self}"
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """A validated command template; :meth:`render` gives the argv."""
+
+    source: str
+    placeholders: frozenset[str]
+
+    def render(self, **values: object) -> list[str]:
+        """Substitute placeholders per argument (``KeyError`` if a used one is not given)."""
+        return [arg.format_map(values) for arg in shlex.split(self.source)]
+
+    def uses(self, placeholder: str) -> bool:
+        """Whether the template mentions ``{placeholder}``."""
+        return placeholder in _placeholders_in(self.source)
+
+
+@dataclass(frozen=True, slots=True)
+class AppConfig:
+    """``[app]``."""
+
+    name: str
+    command: Template
+    workdir: str = "."
+    live_path: str = "/healthz/live"
+    ready_path: str = "/healthz/ready"
+    version_path: str = "/version"
+    env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True, slots=True)
+class HooksConfig:
+    """``[hooks]``: ``None`` means the hook is not configured."""
+
+    migrate: Template | None = None
+    smoke: Template | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicasConfig:
+    """``[replicas]``: instance count per colour."""
+
+    blue: int = 1
+    green: int = 1
+
+    def of(self, colour: Colour) -> int:
+        """Replica count for ``colour``."""
+        return self.blue if colour == "blue" else self.green
+
+
+@dataclass(frozen=True, slots=True)
+class ListenConfig:
+    """``[listen]``."""
+
+    public: Address = Address("127.0.0.1", 8000)
+    preview: Address = Address("127.0.0.1", 8002)
+    admin: Address = Address("127.0.0.1", 8001)
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutsConfig:
+    """``[timeouts]``, all in seconds."""
+
+    start: float = 30.0
+    ready: float = 60.0
+    drain: float = 10.0
+    analysis_window: float = 30.0
+    scale_down_delay: float = 300.0
+    hook: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysisConfig:
+    """``[analysis]``: thresholds of the post-switch analysis."""
+
+    max_error_rate: float = 0.02
+    max_error_rate_ratio: float = 2.0
+    max_p95_ratio: float = 2.0
+    min_p95_ms: float = 50.0
+    min_requests: int = 20
+
+
+@dataclass(frozen=True, slots=True)
+class ReleasesConfig:
+    """``[releases]``; ``dir`` is absolute."""
+
+    dir: Path
+    keep: int = 3
+
+    @property
+    def envs_dir(self) -> Path:
+        """Where shared dependency venvs live: ``<dir>/../envs``."""
+        return self.dir.parent / "envs"
+
+
+@dataclass(frozen=True, slots=True)
+class StateConfig:
+    """``[state]``; ``dir`` is absolute."""
+
+    dir: Path
+    dir_env: str | None = None
+
+    @property
+    def db_path(self) -> Path:
+        """The SQLite database file."""
+        return self.dir / "bluegreen.sqlite3"
+
+    @property
+    def logs_dir(self) -> Path:
+        """Per-instance log files."""
+        return self.dir / "logs"
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseConfig:
+    """``[database]``: a database that outlives every release and colour."""
+
+    url_command: Template
+    env: str
+    stop_command: Template | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole validated configuration.
+
+    Frozen: derive variants with :meth:`with_overrides` (re-validated) or
+    :func:`dataclasses.replace`.
+    """
+
+    path: Path
+    root: Path
+    app: AppConfig
+    hooks: HooksConfig
+    replicas: ReplicasConfig
+    listen: ListenConfig
+    timeouts: TimeoutsConfig
+    analysis: AnalysisConfig
+    releases: ReleasesConfig
+    state: StateConfig
+    database: DatabaseConfig | None = None
+    admin_token: str | None = field(default=None, repr=False)
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def with_overrides(self, overrides: Mapping[str, Mapping[str, Any]]) -> Config:
+        """A new config with TOML-shaped ``{section: {key: value}}`` merged in, re-validated.
+
+        Example: ``cfg.with_overrides({"listen": {"public": "127.0.0.1:0"}})``.
+        """
+        data: dict[str, Any] = {
+            k: dict(v) if isinstance(v, Mapping) else v for k, v in self.raw.items()
+        }
+        for section, values in overrides.items():
+            merged = dict(data.get(section) or {})
+            merged.update(values)
+            data[section] = merged
+        return parse_config(
+            data,
+            path=self.path,
+            root=self.root,
+            environ={ADMIN_TOKEN_ENV: self.admin_token} if self.admin_token is not None else {},
+        )
+
+    def with_ports(self, *, public: int = 0, preview: int = 0, admin: int = 0) -> Config:
+        """Same config listening on these ports (default 0 = any free port)."""
+        return replace(
+            self,
+            listen=ListenConfig(
+                public=replace(self.listen.public, port=public),
+                preview=replace(self.listen.preview, port=preview),
+                admin=replace(self.listen.admin, port=admin),
+            ),
+        )
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_config(path: Path, *, environ: Mapping[str, str]) -> Config:
+    """Read and validate ``path``; the admin token comes from ``environ``.
+
+    Raises :class:`ConfigError` naming the offending key and what is expected.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file; create it or pass --config") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    path = path.resolve()
+    return parse_config(data, path=path, root=path.parent, environ=environ)
+
+
+def parse_config(
+    data: Mapping[str, Any], *, path: Path, root: Path, environ: Mapping[str, str]
+) -> Config:
+    """Validate already-parsed TOML data (``root`` anchors relative directories)."""
+    _reject_tokens(data, "")
+    _only_keys(
+        data,
+        "",
+        {
+            "app",
+            "hooks",
+            "replicas",
+            "listen",
+            "timeouts",
+            "analysis",
+            "releases",
+            "state",
+            "database",
+        },
+    )
+    app = _parse_app(_section(data, "app", required=True))
+    hooks = _parse_hooks(_section(data, "hooks"))
+    replicas = _parse_replicas(_section(data, "replicas"))
+    listen = _parse_listen(_section(data, "listen"))
+    timeouts = _parse_timeouts(_section(data, "timeouts"))
+    analysis = _parse_analysis(_section(data, "analysis"))
+    releases_sec = _section(data, "releases")
+    _only_keys(releases_sec, "releases", {"keep", "dir"})
+    releases = ReleasesConfig(
+        dir=_directory(releases_sec, "releases", "dir", "var/releases", root),
+        keep=_integer(releases_sec, "releases", "keep", 3, minimum=1),
+    )
+    state_sec = _section(data, "state")
+    _only_keys(state_sec, "state", {"dir", "dir_env"})
+    state = StateConfig(
+        dir=_directory(state_sec, "state", "dir", "var", root),
+        dir_env=_env_name(state_sec, "state", "dir_env", required=False),
+    )
+    database = _parse_database(data["database"]) if "database" in data else None
+    return Config(
+        path=path,
+        root=root,
+        app=app,
+        hooks=hooks,
+        replicas=replicas,
+        listen=listen,
+        timeouts=timeouts,
+        analysis=analysis,
+        releases=releases,
+        state=state,
+        database=database,
+        admin_token=_admin_token(environ),
+        raw=MappingProxyType(
+            {k: dict(v) if isinstance(v, Mapping) else v for k, v in data.items()}
+        ),
+    )
+
+
+def parse_address(text: str, key: str) -> Address:
+    """``HOST:PORT`` or ``[IPV6]:PORT`` into an :class:`Address`."""
+    bad = ConfigError(f"{key}: expected HOST:PORT, got {text!r}")
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise bad
+        port_text = rest[1:]
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep or ":" in host:
+            raise bad
+    if not host or not port_text.isdigit():
+        raise bad
+    port = int(port_text)
+    if port > 65535:
+        raise ConfigError(f"{key}: port must be 0..65535, got {port}")
+    return Address(host, port)
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _parse_app(sec: Mapping[str, Any]) -> AppConfig:
+    _only_keys(
+        sec,
+        "app",
+        {"name", "command", "workdir", "live_path", "ready_path", "version_path", "env"},
+    )
+    if "name" not in sec:
+        raise ConfigError('app.name: required, e.g. name = "myapp"')
+    if "command" not in sec:
+        raise ConfigError('app.command: required, e.g. command = "{python} -m myapp --port {port}"')
+    name = _string(sec, "app", "name", "")
+    if not name.strip():
+        raise ConfigError("app.name: must not be empty")
+    command = _template(sec, "app", "command", COMMAND_PLACEHOLDERS)
+    if "port" not in _placeholders_in(command.source):
+        raise ConfigError(
+            "app.command: must contain {port} so each instance listens on its own port"
+        )
+    workdir = _string(sec, "app", "workdir", ".")
+    wd = Path(workdir)
+    if wd.is_absolute() or ".." in wd.parts:
+        raise ConfigError(
+            f"app.workdir: must be a path inside the release dir (relative, no '..'), "
+            f"got {workdir!r}"
+        )
+    paths = {k: _url_path(sec, k, default) for k, default in _PATH_DEFAULTS.items()}
+    env_raw = sec.get("env", {})
+    if not isinstance(env_raw, Mapping):
+        raise ConfigError(f"app.env: expected a table of strings, got {_tname(env_raw)}")
+    env: dict[str, str] = {}
+    for k, v in env_raw.items():
+        if not _ENV_NAME.match(k):
+            raise ConfigError(f"app.env.{k}: not a valid environment variable name")
+        if not isinstance(v, str):
+            raise ConfigError(
+                f'app.env.{k}: values must be strings, got {_tname(v)}; quote it: {k} = "{v}"'
+            )
+        if k == ADMIN_TOKEN_ENV:
+            raise ConfigError(
+                f"app.env.{k}: the admin token must not be passed to the app or kept in the file"
+            )
+        env[k] = v
+    return AppConfig(
+        name=name,
+        command=command,
+        workdir=workdir,
+        live_path=paths["live_path"],
+        ready_path=paths["ready_path"],
+        version_path=paths["version_path"],
+        env=MappingProxyType(env),
+    )
+
+
+_PATH_DEFAULTS = {
+    "live_path": "/healthz/live",
+    "ready_path": "/healthz/ready",
+    "version_path": "/version",
+}
+
+
+def _parse_hooks(sec: Mapping[str, Any]) -> HooksConfig:
+    _only_keys(sec, "hooks", {"migrate", "smoke"})
+    migrate = _template(sec, "hooks", "migrate", MIGRATE_PLACEHOLDERS) if "migrate" in sec else None
+    smoke = _template(sec, "hooks", "smoke", SMOKE_PLACEHOLDERS) if "smoke" in sec else None
+    return HooksConfig(migrate=migrate, smoke=smoke)
+
+
+def _parse_database(raw: object) -> DatabaseConfig:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"database: expected a [database] table, got {_tname(raw)}")
+    _only_keys(raw, "database", {"url_command", "env", "stop_command"})
+    if "url_command" not in raw:
+        raise ConfigError(
+            'database.url_command: required, e.g. url_command = "{python} -m myapp db url"'
+        )
+    env = _env_name(raw, "database", "env", required=True)
+    assert env is not None
+    return DatabaseConfig(
+        url_command=_template(raw, "database", "url_command", DATABASE_PLACEHOLDERS),
+        env=env,
+        stop_command=(
+            _template(raw, "database", "stop_command", DATABASE_PLACEHOLDERS)
+            if "stop_command" in raw
+            else None
+        ),
+    )
+
+
+def _env_name(sec: Mapping[str, Any], name: str, key: str, *, required: bool) -> str | None:
+    if key not in sec:
+        if required:
+            raise ConfigError(f'{name}.{key}: required, e.g. {key} = "MYAPP_DATABASE_URL"')
+        return None
+    value = _string(sec, name, key, "")
+    if not value and not required:
+        return None
+    if not _ENV_NAME.match(value):
+        raise ConfigError(f"{name}.{key}: not a valid environment variable name: {value!r}")
+    if value == ADMIN_TOKEN_ENV:
+        raise ConfigError(f"{name}.{key}: must not be {ADMIN_TOKEN_ENV}")
+    return value
+
+
+def _parse_replicas(sec: Mapping[str, Any]) -> ReplicasConfig:
+    _only_keys(sec, "replicas", set(COLOURS))
+    return ReplicasConfig(
+        blue=_integer(sec, "replicas", "blue", 1, minimum=1),
+        green=_integer(sec, "replicas", "green", 1, minimum=1),
+    )
+
+
+def _parse_listen(sec: Mapping[str, Any]) -> ListenConfig:
+    _only_keys(sec, "listen", {"public", "preview", "admin"})
+    defaults = ListenConfig()
+    addrs: dict[str, Address] = {}
+    for key in ("public", "preview", "admin"):
+        if key in sec:
+            value = sec[key]
+            if not isinstance(value, str):
+                raise ConfigError(
+                    f'listen.{key}: expected "HOST:PORT" as a string, got {_tname(value)}'
+                )
+            addrs[key] = parse_address(value, f"listen.{key}")
+        else:
+            addrs[key] = getattr(defaults, key)
+    seen: dict[tuple[str, int], str] = {}
+    for key, addr in addrs.items():
+        if addr.port == 0:
+            continue
+        other = seen.get((addr.host, addr.port))
+        if other is not None:
+            raise ConfigError(f"listen.{key}: {addr} is already used by listen.{other}")
+        seen[(addr.host, addr.port)] = key
+    return ListenConfig(**addrs)
+
+
+def _parse_timeouts(sec: Mapping[str, Any]) -> TimeoutsConfig:
+    positive = ("start", "ready", "hook")
+    non_negative = ("drain", "analysis_window", "scale_down_delay")
+    _only_keys(sec, "timeouts", set(positive) | set(non_negative))
+    d = TimeoutsConfig()
+    values: dict[str, float] = {}
+    for key in positive:
+        values[key] = _number(sec, "timeouts", key, getattr(d, key), positive=True, unit="seconds")
+    for key in non_negative:
+        values[key] = _number(sec, "timeouts", key, getattr(d, key), positive=False, unit="seconds")
+    return TimeoutsConfig(**values)
+
+
+def _parse_analysis(sec: Mapping[str, Any]) -> AnalysisConfig:
+    _only_keys(
+        sec,
+        "analysis",
+        {"max_error_rate", "max_error_rate_ratio", "max_p95_ratio", "min_p95_ms", "min_requests"},
+    )
+    d = AnalysisConfig()
+    rate = _number(sec, "analysis", "max_error_rate", d.max_error_rate, positive=False)
+    if rate > 1:
+        raise ConfigError(
+            f"analysis.max_error_rate: a fraction between 0 and 1 (0.02 = 2%), got {rate}"
+        )
+    return AnalysisConfig(
+        max_error_rate=rate,
+        max_error_rate_ratio=_number(
+            sec, "analysis", "max_error_rate_ratio", d.max_error_rate_ratio, positive=True
+        ),
+        max_p95_ratio=_number(sec, "analysis", "max_p95_ratio", d.max_p95_ratio, positive=True),
+        min_p95_ms=_number(
+            sec, "analysis", "min_p95_ms", d.min_p95_ms, positive=False, unit="milliseconds"
+        ),
+        min_requests=_integer(sec, "analysis", "min_requests", d.min_requests, minimum=0),
+    )
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _tname(value: object) -> str:
+    names = {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "an array",
+        dict: "a table",
+    }
+    return names.get(type(value), type(value).__name__)
+
+
+def _reject_tokens(data: Mapping[str, Any], prefix: str) -> None:
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if "token" in key.lower() and not prefix.startswith("app.env"):
+            raise ConfigError(
+                f"{dotted}: the admin token must not be in the config file; "
+                f"remove it and set {ADMIN_TOKEN_ENV} in the environment instead"
+            )
+        if isinstance(value, Mapping):
+            _reject_tokens(value, f"{dotted}.")
+
+
+def _only_keys(sec: Mapping[str, Any], name: str, allowed: set[str]) -> None:
+    for key in sec:
+        if key not in allowed:
+            where = f"{name}.{key}" if name else key
+            raise ConfigError(
+                f"{where}: unknown {'key' if name else 'section'}; "
+                f"expected one of: {', '.join(sorted(allowed))}"
+            )
+
+
+def _section(data: Mapping[str, Any], name: str, *, required: bool = False) -> Mapping[str, Any]:
+    if name not in data:
+        if required:
+            raise ConfigError(f"[{name}]: required section is missing")
+        return {}
+    sec = data[name]
+    if not isinstance(sec, Mapping):
+        raise ConfigError(f"{name}: expected a [{name}] table, got {_tname(sec)}")
+    return sec
+
+
+def _string(sec: Mapping[str, Any], name: str, key: str, default: str) -> str:
+    value = sec.get(key, default)
+    if not isinstance(value, str):
+        raise ConfigError(f"{name}.{key}: expected a string, got {_tname(value)}")
+    return value
+
+
+def _url_path(sec: Mapping[str, Any], key: str, default: str) -> str:
+    value = _string(sec, "app", key, default)
+    if not value.startswith("/") or any(c.isspace() for c in value):
+        raise ConfigError(f'app.{key}: expected a URL path like "/healthz", got {value!r}')
+    return value
+
+
+def _number(
+    sec: Mapping[str, Any],
+    name: str,
+    key: str,
+    default: float,
+    *,
+    positive: bool,
+    unit: str = "",
+) -> float:
+    value = sec.get(key, default)
+    what = f"a {'positive' if positive else 'non-negative'} number" + (
+        f" of {unit}" if unit else ""
+    )
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{name}.{key}: must be {what}, got {_tname(value)} {value!r}")
+    number = float(value)
+    if not math.isfinite(number) or number < 0 or (positive and number == 0):
+        raise ConfigError(f"{name}.{key}: must be {what}, got {value!r}")
+    return number
+
+
+def _integer(sec: Mapping[str, Any], name: str, key: str, default: int, *, minimum: int) -> int:
+    value = sec.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(
+            f"{name}.{key}: must be an integer >= {minimum}, got {_tname(value)} {value!r}"
+        )
+    if value < minimum:
+        raise ConfigError(f"{name}.{key}: must be an integer >= {minimum}, got {value}")
+    return value
+
+
+def _directory(sec: Mapping[str, Any], name: str, key: str, default: str, root: Path) -> Path:
+    value = _string(sec, name, key, default)
+    if not value.strip():
+        raise ConfigError(f"{name}.{key}: must not be empty")
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else (root / p).resolve()
+
+
+def _placeholders_in(text: str) -> set[str]:
+    names: set[str] = set()
+    for _, field_name, _, _ in string.Formatter().parse(text):
+        if field_name is not None:
+            names.add(field_name)
+    return names
+
+
+def _template(sec: Mapping[str, Any], name: str, key: str, allowed: frozenset[str]) -> Template:
+    dotted = f"{name}.{key}"
+    source = sec[key]
+    if not isinstance(source, str):
+        raise ConfigError(f"{dotted}: expected a command string, got {_tname(source)}")
+    try:
+        args = shlex.split(source)
+    except ValueError as exc:
+        raise ConfigError(f"{dotted}: cannot split into arguments ({exc}): {source!r}") from None
+    if not args:
+        raise ConfigError(f"{dotted}: must not be empty")
+    for arg in args:
+        try:
+            fields = list(string.Formatter().parse(arg))
+        except ValueError as exc:
+            raise ConfigError(
+                f"{dotted}: bad placeholder syntax ({exc}); write {{{{ and }}}} for literal braces"
+            ) from None
+        for _, field_name, spec, conv in fields:
+            if field_name is None:
+                continue
+            if field_name not in allowed:
+                shown = f"{{{field_name}}}"
+                raise ConfigError(
+                    f"{dotted}: unknown placeholder {shown}; "
+                    f"allowed: {', '.join('{' + p + '}' for p in sorted(allowed))}"
+                )
+            if spec or conv:
+                raise ConfigError(
+                    f"{dotted}: placeholder {{{field_name}}} must not have a format spec "
+                    "or conversion"
+                )
+    return Template(source=source, placeholders=allowed)
+
+
+def _admin_token(environ: Mapping[str, str]) -> str | None:
+    token = environ.get(ADMIN_TOKEN_ENV)
+    if token is None:
+        return None
+    if not token.strip() or any(c.isspace() for c in token):
+        raise ConfigError(
+            f"{ADMIN_TOKEN_ENV}: is set but empty or contains whitespace; "
+            "set it to a random string (e.g. `python -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))'`) or unset it"
+        )
+    return token
