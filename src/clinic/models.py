@@ -1,22 +1,11 @@
 """Every table of the clinic, imported so ``Base.metadata`` is complete (Alembic, tests)."""
 
-from clinic.accounts.models import ApiToken, Doctor, LoginThrottle, Patient, User
-from clinic.appointments.models import Appointment, AppointmentEvent, IdempotencyKey
 from clinic.core.db import Base
-from clinic.scheduling.models import ScheduleOverride, WeeklyHours
+from clinic.features import feature_modules
+
+for _module in feature_modules("models"):
+    pass  # importing each feature's models registers its tables
 
 metadata = Base.metadata
 
-__all__ = [
-    "ApiToken",
-    "Appointment",
-    "AppointmentEvent",
-    "Doctor",
-    "IdempotencyKey",
-    "LoginThrottle",
-    "Patient",
-    "ScheduleOverride",
-    "User",
-    "WeeklyHours",
-    "metadata",
-]
+__all__ = ["metadata"]

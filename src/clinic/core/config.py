@@ -47,6 +47,31 @@ class Settings(BaseSettings):
 
     db_pool_size: int = Field(default=10, ge=1)
 
+    # Video visits.
+    visit_join_before: timedelta = timedelta(minutes=10)
+    """How long before the start a visit can be joined."""
+    visit_join_after: timedelta = timedelta(minutes=30)
+    """How long after the end a visit can still be joined."""
+    join_token_ttl: timedelta = timedelta(minutes=5)
+    stun_urls: list[str] = ["stun:stun.l.google.com:19302"]
+    turn_urls: list[str] = []
+    """TURN servers (coturn with ``use-auth-secret``); credentials are minted per user."""
+    turn_secret: str | None = None
+    turn_credential_ttl: timedelta = timedelta(hours=1)
+
+    # Email and background jobs.
+    smtp_host: str | None = None
+    """Unset: mail goes to the outbox table, readable by admins (the demo works offline)."""
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_security: Annotated[str, Field(pattern="^(starttls|tls|none)$")] = "starttls"
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    mail_from: str = "Clinic <no-reply@clinic.example.org>"
+    reminder_offsets: list[timedelta] = [timedelta(hours=24), timedelta(hours=1)]
+    worker_in_process: bool = True
+    """Run a job worker inside each app instance (else run ``clinic worker`` separately)."""
+    worker_drain_timeout: timedelta = timedelta(seconds=10)
+
     smoke_password: str | None = None
     """Password of the synthetic smoke-test accounts. Unset: generated once, kept in
     ``var_dir/secrets/smoke-password`` (owner-only)."""
