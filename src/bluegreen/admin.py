@@ -1,0 +1,542 @@
+"""Admin API and dashboard of the bluegreen daemon (aiohttp.web).
+
+Promises:
+
+* every endpoint but ``/login`` needs the admin token: ``Authorization: Bearer <token>``
+  or the HttpOnly session cookie the login form sets; tokens are compared in constant
+  time and never echoed;
+* JSON errors are ``{"error": <code>, "message": <text>}``; a deploy refused because
+  another one runs is a 409 whose message names the running deploy;
+* dashboard forms are protected against cross-site posts (SameSite=Strict cookie plus a
+  token-derived CSRF field).
+
+Endpoints (JSON unless noted):
+
+=======  ==========================  ====================================================
+GET      /api/status                 live colour/release, mode, instances, running deploy
+GET      /api/deploys?limit=N        deployment history, newest first, with steps
+GET      /api/deploys/{id}           one deploy with its steps
+POST     /api/deploys                ``{"ref"?, "path"?, "manual"?}`` → 202 ``{"deploy_id"}``
+POST     /api/promote                approve the manual deploy waiting in "approve"
+POST     /api/rollback               back to the previous release
+POST     /api/pause | /api/resume    hold requests / serve again
+POST     /api/maintenance            ``{"on": true|false}``
+GET      /api/logs/{instance}?lines  the instance's last output lines
+POST     /api/shutdown               stop the daemon (and everything it started)
+GET      /metrics                    Prometheus text from the router
+GET      /                           dashboard (HTML)
+=======  ==========================  ====================================================
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import html
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from bluegreen.config import Config
+from bluegreen.controller import Controller, DeployRequest, NothingToDo
+from bluegreen.errors import BluegreenError, DeployInProgress
+from bluegreen.router.proxy import Router
+from bluegreen.router.table import Mode
+from bluegreen.state import Deploy, StateStore
+from bluegreen.supervisor import Supervisor
+
+COOKIE = "bluegreen_session"
+JSON_LIMIT = 64 * 1024
+CHART_SECONDS = 300
+
+
+@dataclass(slots=True)
+class AdminContext:
+    """What the admin API operates on."""
+
+    config: Config
+    token: str
+    controller: Controller
+    router: Router
+    supervisor: Supervisor
+    state: StateStore
+    urls: dict[str, str]
+    shutdown: Callable[[], None]
+
+
+_CTX: web.AppKey[AdminContext] = web.AppKey("bluegreen_admin", AdminContext)
+
+
+def _derive(token: str, purpose: str) -> str:
+    return hmac.new(token.encode(), purpose.encode(), hashlib.sha256).hexdigest()
+
+
+def _authorised(request: web.Request, ctx: AdminContext) -> bool:
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Bearer ") and hmac.compare_digest(
+        header[7:].strip().encode(), ctx.token.encode()
+    ):
+        return True
+    cookie = request.cookies.get(COOKIE, "")
+    return bool(cookie) and hmac.compare_digest(
+        cookie.encode(), _derive(ctx.token, "session").encode()
+    )
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": code, "message": message}, status=status)
+
+
+@web.middleware
+async def _auth(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    ctx = request.app[_CTX]
+    if request.path == "/login" or _authorised(request, ctx):
+        try:
+            return await handler(request)
+        except DeployInProgress as exc:
+            return _error(409, exc.code, exc.message)
+        except NothingToDo as exc:
+            return _error(409, exc.code, exc.message)
+        except BluegreenError as exc:
+            return _error(400 if exc.exit_code == 2 else 500, exc.code, exc.message)
+    if request.path.startswith("/api/") or request.path == "/metrics":
+        return _error(401, "unauthorised", "missing or wrong admin token (Authorization: Bearer)")
+    raise web.HTTPSeeOther("/login")
+
+
+def make_app(ctx: AdminContext) -> web.Application:
+    """The admin aiohttp application for ``ctx``."""
+    app = web.Application(middlewares=[_auth], client_max_size=JSON_LIMIT)
+    app[_CTX] = ctx
+    r = app.router
+    r.add_get("/api/status", api_status)
+    r.add_get("/api/deploys", api_history)
+    r.add_get("/api/deploys/{id:\\d+}", api_deploy)
+    r.add_post("/api/deploys", api_start_deploy)
+    r.add_post("/api/promote", api_promote)
+    r.add_post("/api/rollback", api_rollback)
+    r.add_post("/api/pause", api_pause)
+    r.add_post("/api/resume", api_resume)
+    r.add_post("/api/maintenance", api_maintenance)
+    r.add_get("/api/logs/{instance}", api_logs)
+    r.add_post("/api/shutdown", api_shutdown)
+    r.add_get("/metrics", metrics)
+    r.add_get("/", dashboard)
+    r.add_get("/login", login_form)
+    r.add_post("/login", login)
+    r.add_post("/logout", logout)
+    r.add_post("/ui/{action:promote|rollback}", ui_action)
+    return app
+
+
+# --------------------------------------------------------------------------- JSON views
+
+
+def _ts(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _duration(start: datetime, end: datetime | None) -> float | None:
+    return None if end is None else round((end - start).total_seconds(), 3)
+
+
+def deploy_json(d: Deploy) -> dict[str, Any]:
+    """A deploy and its steps as JSON."""
+    return {
+        "id": d.id,
+        "release_id": d.release_id,
+        "source": d.source,
+        "status": d.status,
+        "started_at": _ts(d.started_at),
+        "finished_at": _ts(d.finished_at),
+        "duration_s": _duration(d.started_at, d.finished_at),
+        "error": d.error,
+        "manual": d.manual,
+        "steps": [
+            {
+                "name": s.name,
+                "status": s.status,
+                "started_at": _ts(s.started_at),
+                "finished_at": _ts(s.finished_at),
+                "duration_s": _duration(s.started_at, s.finished_at),
+                "output": s.output,
+            }
+            for s in d.steps
+        ],
+    }
+
+
+def status_json(ctx: AdminContext) -> dict[str, Any]:
+    """What ``GET /api/status`` answers."""
+    cur = ctx.state.current()
+    table = ctx.router.table
+    running = ctx.state.running_deploy()
+    rates: dict[str, dict[str, float]] = {}
+    for colour in ("blue", "green"):
+        recent = [s for s in ctx.router.metrics.series(colour) if s[0] >= time.time() - 60]
+        rates[colour] = {
+            "requests_per_s": round(sum(r for _, r, _ in recent) / 60, 2),
+            "errors_5xx_per_s": round(sum(e for _, _, e in recent) / 60, 2),
+        }
+    return {
+        "app": ctx.config.app.name,
+        "live_colour": cur.live_colour,
+        "live_release": cur.live_release,
+        "previous_release": cur.previous_release,
+        "colours": cur.colours,
+        "preview_colour": table.preview_colour(),
+        "mode": table.mode,
+        "running_deploy": None if running is None else deploy_json(running),
+        "awaiting_approval": (
+            running is not None
+            and (step := running.running_step()) is not None
+            and step.name == "approve"
+        ),
+        "instances": [
+            {
+                "id": i.id,
+                "colour": i.colour,
+                "release": i.release.id,
+                "pid": i.pid,
+                "port": i.port,
+                "state": i.state,
+                "healthy": i.healthy,
+                "restarts": i.restarts,
+                "live": i.colour == table.live,
+            }
+            for i in ctx.supervisor.instances()
+        ],
+        "rates_last_minute": rates,
+        "urls": ctx.urls,
+    }
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    if not request.body_exists:
+        return {}
+    try:
+        data = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": "bad_request", "message": "body must be JSON"}),
+            content_type="application/json",
+        ) from None
+    if not isinstance(data, dict):
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": "bad_request", "message": "body must be a JSON object"}),
+            content_type="application/json",
+        )
+    return data
+
+
+async def api_status(request: web.Request) -> web.Response:
+    return web.json_response(status_json(request.app[_CTX]))
+
+
+async def api_history(request: web.Request) -> web.Response:
+    try:
+        limit = max(1, min(500, int(request.query.get("limit", "20"))))
+    except ValueError:
+        return _error(400, "bad_request", "limit must be an integer")
+    return web.json_response([deploy_json(d) for d in request.app[_CTX].state.history(limit)])
+
+
+async def api_deploy(request: web.Request) -> web.Response:
+    d = request.app[_CTX].state.deploy(int(request.match_info["id"]))
+    if d is None:
+        return _error(404, "not_found", f"no deploy #{request.match_info['id']}")
+    return web.json_response(deploy_json(d))
+
+
+async def api_start_deploy(request: web.Request) -> web.Response:
+    ctx = request.app[_CTX]
+    body = await _json_body(request)
+    ref, path, manual, env = (
+        body.get("ref"),
+        body.get("path"),
+        body.get("manual", False),
+        body.get("env", {}),
+    )
+    if ref is not None and not isinstance(ref, str):
+        return _error(400, "bad_request", "ref must be a string")
+    if path is not None and (not isinstance(path, str) or not Path(path).is_absolute()):
+        return _error(400, "bad_request", "path must be an absolute directory path")
+    if ref is not None and path is not None:
+        return _error(400, "bad_request", "give either ref or path, not both")
+    if path is not None and not Path(path).is_dir():  # noqa: ASYNC240 - one stat call
+        return _error(400, "bad_request", f"{path}: not a directory")
+    if not isinstance(manual, bool):
+        return _error(400, "bad_request", "manual must be a boolean")
+    if not isinstance(env, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in env.items()
+    ):
+        return _error(400, "bad_request", "env must be an object of strings")
+    deploy_id = await ctx.controller.start_deploy(
+        DeployRequest(ref=ref, path=Path(path) if path else None, manual=manual, env=env)
+    )
+    return web.json_response({"deploy_id": deploy_id}, status=202)
+
+
+async def api_promote(request: web.Request) -> web.Response:
+    deploy_id = await request.app[_CTX].controller.promote()
+    return web.json_response({"deploy_id": deploy_id, "message": f"deploy #{deploy_id} promoted"})
+
+
+async def api_rollback(request: web.Request) -> web.Response:
+    started = time.monotonic()
+    deploy_id, message = await request.app[_CTX].controller.rollback()
+    return web.json_response(
+        {
+            "deploy_id": deploy_id,
+            "message": message,
+            "seconds": round(time.monotonic() - started, 3),
+        }
+    )
+
+
+async def api_pause(request: web.Request) -> web.Response:
+    request.app[_CTX].controller.set_mode("paused")
+    return web.json_response({"mode": "paused"})
+
+
+async def api_resume(request: web.Request) -> web.Response:
+    request.app[_CTX].controller.set_mode("serving")
+    return web.json_response({"mode": "serving"})
+
+
+async def api_maintenance(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    on = body.get("on")
+    if not isinstance(on, bool):
+        return _error(400, "bad_request", 'body must be {"on": true} or {"on": false}')
+    mode: Mode = "maintenance" if on else "serving"
+    request.app[_CTX].controller.set_mode(mode)
+    return web.json_response({"mode": mode})
+
+
+async def api_logs(request: web.Request) -> web.Response:
+    ctx = request.app[_CTX]
+    inst = ctx.supervisor.get(request.match_info["instance"])
+    if inst is None:
+        known = ", ".join(i.id for i in ctx.supervisor.instances()) or "none"
+        return _error(404, "not_found", f"no instance {request.match_info['instance']}; {known}")
+    try:
+        lines = int(request.query.get("lines", "100"))
+    except ValueError:
+        return _error(400, "bad_request", "lines must be an integer")
+    return web.json_response({"instance": inst.id, "lines": inst.logs(lines)})
+
+
+async def api_shutdown(request: web.Request) -> web.Response:
+    request.app[_CTX].shutdown()
+    return web.json_response({"message": "shutting down"}, status=202)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    text = request.app[_CTX].router.metrics.render_prometheus()
+    return web.Response(text=text, content_type="text/plain", charset="utf-8")
+
+
+# --------------------------------------------------------------------------- dashboard
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:1.5rem auto;max-width:70rem;padding:0 1rem;
+color:#222}h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:1.6rem}
+table{border-collapse:collapse;width:100%;font-size:.9rem}td,th{border-bottom:1px solid #ddd;
+padding:.3rem .5rem;text-align:left;vertical-align:top}.blue{color:#1f5fbf}.green{color:#1c8a3a}
+.ok{color:#1c8a3a}.failed,.rolled_back,.aborted{color:#b3261e}.running{color:#a86b00}
+.badge{display:inline-block;padding:.1rem .5rem;border-radius:.3rem;color:#fff}
+.bg-blue{background:#1f5fbf}.bg-green{background:#1c8a3a}
+form.inline{display:inline}button{padding:.3rem .8rem;margin-right:.5rem}
+pre{white-space:pre-wrap;max-height:8rem;overflow:auto;margin:.2rem 0;font-size:.8rem}
+"""
+
+
+def _page(title: str, body: str, *, refresh: bool = False) -> web.Response:
+    meta = '<meta http-equiv="refresh" content="5">' if refresh else ""
+    text = (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8">{meta}'
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>"
+        f"<body>{body}</body></html>"
+    )
+    return web.Response(text=text, content_type="text/html", charset="utf-8")
+
+
+def svg_chart(series: dict[str, list[tuple[int, int, int]]], now: int, seconds: int) -> str:
+    """An inline SVG: requests/s (solid) and 5xx/s (dashed) per colour over ``seconds``."""
+    width, height, pad = 720, 180, 30
+    start = now - seconds
+    peak = max(
+        [1] + [r for points in series.values() for s, r, _ in points if s >= start],
+    )
+    colours = {"blue": "#1f5fbf", "green": "#1c8a3a"}
+
+    def xy(second: int, value: int) -> str:
+        x = pad + (second - start) / seconds * (width - 2 * pad)
+        y = height - pad - value / peak * (height - 2 * pad)
+        return f"{x:.1f},{y:.1f}"
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'role="img" aria-label="requests per second by colour">',
+        f'<rect x="0" y="0" width="{width}" height="{height}" fill="#fafafa"/>',
+        f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" '
+        'stroke="#999"/>',
+        f'<text x="4" y="{pad}" font-size="11">{peak}/s</text>',
+        f'<text x="4" y="{height - pad}" font-size="11">0</text>',
+        f'<text x="{pad}" y="{height - 8}" font-size="11">-{seconds // 60} min</text>',
+        f'<text x="{width - pad - 20}" y="{height - 8}" font-size="11">now</text>',
+    ]
+    for colour, points in series.items():
+        by_second = {s: (r, e) for s, r, e in points}
+        seconds_range = range(start, now + 1)
+        reqs = " ".join(xy(s, by_second.get(s, (0, 0))[0]) for s in seconds_range)
+        errs = " ".join(xy(s, by_second.get(s, (0, 0))[1]) for s in seconds_range)
+        stroke = colours.get(colour, "#444")
+        parts.append(
+            f'<polyline fill="none" stroke="{stroke}" stroke-width="1.5" points="{reqs}">'
+            f"<title>{colour} requests/s</title></polyline>"
+        )
+        parts.append(
+            f'<polyline fill="none" stroke="#b3261e" stroke-dasharray="4 3" stroke-width="1" '
+            f'points="{errs}"><title>{colour} 5xx/s</title></polyline>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _e(value: object) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+async def dashboard(request: web.Request) -> web.Response:
+    ctx = request.app[_CTX]
+    st = status_json(ctx)
+    csrf = _derive(ctx.token, "csrf")
+    live = st["live_colour"]
+    badge = f'<span class="badge bg-{_e(live)}">{_e(live)}</span>' if live else "nothing live"
+    rows = "".join(
+        f'<tr><td>{_e(i["id"])}</td><td class="{_e(i["colour"])}">{_e(i["colour"])}'
+        f"{' (live)' if i['live'] else ''}</td><td>{_e(i['release'])}</td><td>{_e(i['pid'])}</td>"
+        f"<td>{_e(i['port'])}</td><td>{_e(i['state'])}</td>"
+        f'<td class="{"ok" if i["healthy"] else "failed"}">'
+        f"{'healthy' if i['healthy'] else 'unhealthy'}</td><td>{_e(i['restarts'])}</td></tr>"
+        for i in st["instances"]
+    )
+    now = int(time.time())
+    chart = svg_chart(
+        {c: ctx.router.metrics.series(c) for c in ("blue", "green")}, now, CHART_SECONDS
+    )
+    rates = " · ".join(
+        f'<span class="{c}">{c}: {r["requests_per_s"]} req/s, {r["errors_5xx_per_s"]} 5xx/s</span>'
+        for c, r in st["rates_last_minute"].items()
+    )
+    history = []
+    for d in ctx.state.history(15):
+        steps = "".join(
+            f'<li><span class="{_e(s.status)}">{_e(s.name)}: {_e(s.status)}</span>'
+            + (f" ({_duration(s.started_at, s.finished_at)}s)" if s.finished_at is not None else "")
+            + (f"<pre>{_e(s.output[-2000:])}</pre>" if s.output else "")
+            + "</li>"
+            for s in d.steps
+        )
+        history.append(
+            f"<tr><td>#{d.id}</td><td>{_e(d.release_id)}<br><small>{_e(d.source)}</small></td>"
+            f'<td class="{_e(d.status)}">{_e(d.status)}</td><td>{_e(_ts(d.started_at))}</td>'
+            f"<td>{_e(_duration(d.started_at, d.finished_at))}</td>"
+            f"<td>{_e(d.error or '')}<details><summary>steps</summary><ul>{steps}</ul>"
+            f"</details></td></tr>"
+        )
+    buttons = (
+        f'<form class="inline" method="post" action="/ui/promote">'
+        f'<input type="hidden" name="csrf" value="{csrf}"><button'
+        f"{'' if st['awaiting_approval'] else ' disabled'}>Promote</button></form>"
+        f'<form class="inline" method="post" action="/ui/rollback">'
+        f'<input type="hidden" name="csrf" value="{csrf}"><button>Roll back</button></form>'
+        f'<form class="inline" method="post" action="/logout">'
+        f'<input type="hidden" name="csrf" value="{csrf}"><button>Log out</button></form>'
+    )
+    flash = request.query.get("msg", "")
+    body = (
+        f"<h1>{_e(st['app'])} — bluegreen</h1>"
+        + (f"<p><strong>{_e(flash)}</strong></p>" if flash else "")
+        + f"<p>Live: {badge} release <code>{_e(st['live_release'])}</code>; previous "
+        f"<code>{_e(st['previous_release'])}</code>; mode <strong>{_e(st['mode'])}</strong>; "
+        f"public <code>{_e(st['urls'].get('public'))}</code></p>"
+        f"<p>{buttons}</p>"
+        f"<h2>Instances</h2><table><tr><th>id</th><th>colour</th><th>release</th><th>pid</th>"
+        f"<th>port</th><th>state</th><th>health</th><th>restarts</th></tr>{rows}</table>"
+        f"<h2>Traffic (last {CHART_SECONDS // 60} minutes)</h2><p>{rates}</p>{chart}"
+        f"<h2>Deployments</h2><table><tr><th>#</th><th>release</th><th>status</th>"
+        f"<th>started</th><th>seconds</th><th>details</th></tr>{''.join(history)}</table>"
+    )
+    return _page(f"{st['app']} — bluegreen", body, refresh=True)
+
+
+async def login_form(request: web.Request) -> web.Response:
+    failed = request.query.get("failed") == "1"
+    body = (
+        "<h1>bluegreen admin</h1>"
+        + ('<p class="failed">Wrong token.</p>' if failed else "")
+        + '<form method="post" action="/login"><label>Admin token '
+        '<input type="password" name="token" autocomplete="current-password" autofocus>'
+        "</label> <button>Log in</button></form>"
+    )
+    return _page("bluegreen login", body)
+
+
+async def login(request: web.Request) -> web.Response:
+    ctx = request.app[_CTX]
+    form = await request.post()
+    given = str(form.get("token", "")).strip()
+    if not hmac.compare_digest(given.encode(), ctx.token.encode()):
+        raise web.HTTPSeeOther("/login?failed=1")
+    resp = web.HTTPSeeOther("/")
+    resp.set_cookie(
+        COOKIE, _derive(ctx.token, "session"), httponly=True, samesite="Strict", path="/"
+    )
+    raise resp
+
+
+async def logout(request: web.Request) -> web.Response:
+    ctx = request.app[_CTX]
+    form = await request.post()
+    if not hmac.compare_digest(
+        str(form.get("csrf", "")).encode(), _derive(ctx.token, "csrf").encode()
+    ):
+        return _error(403, "forbidden", "bad CSRF token")
+    resp = web.HTTPSeeOther("/login")
+    resp.del_cookie(COOKIE, path="/")
+    raise resp
+
+
+async def ui_action(request: web.Request) -> web.Response:
+    ctx = request.app[_CTX]
+    form = await request.post()
+    if not hmac.compare_digest(
+        str(form.get("csrf", "")).encode(), _derive(ctx.token, "csrf").encode()
+    ):
+        return _error(403, "forbidden", "bad CSRF token")
+    try:
+        if request.match_info["action"] == "promote":
+            deploy_id = await ctx.controller.promote()
+            msg = f"deploy #{deploy_id} promoted"
+        else:
+            _, msg = await ctx.controller.rollback()
+    except BluegreenError as exc:
+        msg = exc.message
+    raise web.HTTPSeeOther(f"/?{_query({'msg': msg})}")
+
+
+def _query(params: dict[str, str]) -> str:
+    from urllib.parse import urlencode
+
+    return urlencode(params)

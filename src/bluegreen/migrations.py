@@ -1,0 +1,450 @@
+"""Schema changes that never break the live colour: the deploy-time migration lint and the
+rules for contract migrations and rollbacks. Pure functions over a *plan*, which the app
+describes (``[migrations] plan`` hook, e.g. ``clinic db plan --json``); squawk is the one
+external tool, run on each migration's offline SQL.
+
+The plan is JSON::
+
+    {"current": "0001",                  # the database's revision (null: empty database)
+     "head": "0003",                     # the release's newest revision
+     "history": ["0001", "0002", "0003"],  # every revision the release knows, base first
+     "phases": {"0001": "expand", ...},  # the phase of each revision in history
+     "revisions": [                      # the ones this deploy would run, in order
+        {"revision": "0002", "down_revision": "0001", "phase": "expand",
+         "removes": [], "safe_after": null, "has_downgrade": true, "sql": "..."}]}
+
+A revision is an *expand* migration unless it declares ``phase = "contract"``; a contract
+migration names what it ``removes`` and the revision ``safe_after`` which no release reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bluegreen.errors import BluegreenError
+
+
+class PlanError(BluegreenError):
+    code = "bad_migration_plan"
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    revision: str
+    down_revision: str | None
+    phase: str
+    sql: str
+    removes: tuple[str, ...] = ()
+    safe_after: str | None = None
+    has_downgrade: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    current: str | None
+    head: str | None
+    history: tuple[str, ...]
+    phases: Mapping[str, str]
+    revisions: tuple[Migration, ...]
+
+    @classmethod
+    def from_json(cls, text: str) -> Plan:
+        try:
+            data = json.loads(text)
+            revisions = tuple(
+                Migration(
+                    revision=str(r["revision"]),
+                    down_revision=r.get("down_revision"),
+                    phase=str(r.get("phase", "expand")),
+                    sql=str(r.get("sql", "")),
+                    removes=tuple(r.get("removes") or ()),
+                    safe_after=r.get("safe_after"),
+                    has_downgrade=bool(r.get("has_downgrade", True)),
+                )
+                for r in data.get("revisions", ())
+            )
+            return cls(
+                current=data.get("current"),
+                head=data.get("head"),
+                history=tuple(data.get("history", ())),
+                phases=dict(data.get("phases", {})),
+                revisions=revisions,
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise PlanError(
+                f"the migration plan is not valid JSON of the expected shape: {exc}"
+            ) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One lint failure: where, which rule, and how to write it safely."""
+
+    revision: str
+    rule: str
+    statement: str
+    message: str
+    fix: str
+
+    def render(self) -> str:
+        stmt = " ".join(self.statement.split())
+        if len(stmt) > 200:
+            stmt = stmt[:197] + "..."
+        return (
+            f"{self.revision}: [{self.rule}] {self.message}\n"
+            f"    statement: {stmt}\n"
+            f"    safe way: {self.fix}"
+        )
+
+
+# -- SQL statements --------------------------------------------------------------------
+
+_DOLLAR = re.compile(r"\$[A-Za-z_]*\$")
+
+
+def split_statements(sql: str) -> list[str]:
+    """Split SQL into statements at top-level semicolons (quotes, dollar-quoted bodies and
+    comments respected)."""
+    out: list[str] = []
+    buf: list[str] = []
+    i, n = 0, len(sql)
+    while i < n:
+        c = sql[i]
+        if c == "-" and sql.startswith("--", i):
+            j = sql.find("\n", i)
+            i = n if j < 0 else j + 1
+            continue
+        if c == "'":
+            j = i + 1
+            while j < n:
+                if sql[j] == "'" and not sql.startswith("''", j):
+                    break
+                j += 2 if sql.startswith("''", j) else 1
+            buf.append(sql[i : j + 1])
+            i = j + 1
+            continue
+        if c == "$" and (m := _DOLLAR.match(sql, i)):
+            tag = m.group(0)
+            j = sql.find(tag, m.end())
+            j = n if j < 0 else j + len(tag)
+            buf.append(sql[i:j])
+            i = j
+            continue
+        if c == ";":
+            stmt = "".join(buf).strip()
+            if stmt:
+                out.append(stmt)
+            buf = []
+            i += 1
+            continue
+        buf.append(c)
+        i += 1
+    tail = "".join(buf).strip()
+    if tail:
+        out.append(tail)
+    return out
+
+
+def _norm(stmt: str) -> str:
+    return " ".join(stmt.upper().split())
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    name: str
+    pattern: re.Pattern[str]
+    message: str
+    fix: str
+
+
+# Changes the previous release cannot live with: only in a contract migration.
+DESTRUCTIVE: tuple[_Rule, ...] = (
+    _Rule(
+        "drop-table",
+        re.compile(r"^DROP TABLE\b"),
+        "drops a table the live release may read",
+        "stop reading it in one release, then drop it in a contract migration two releases later",
+    ),
+    _Rule(
+        "drop-column",
+        re.compile(r"^ALTER TABLE .*\bDROP (COLUMN\b|(?!CONSTRAINT|DEFAULT|NOT)\w)"),
+        "drops a column the live release may read or write",
+        "stop using the column in one release, then drop it in a contract migration",
+    ),
+    _Rule(
+        "rename",
+        re.compile(r"^ALTER TABLE .*\bRENAME\b"),
+        "renames a table or column the live release uses by its old name",
+        "add the new column, dual-write, backfill, switch reads; drop the old one two "
+        "releases later",
+    ),
+    _Rule(
+        "change-type",
+        re.compile(r"^ALTER TABLE .*\bALTER (COLUMN )?\S+ (SET DATA )?TYPE\b"),
+        "changes a column's type under the live release",
+        "add a new column of the new type, dual-write and backfill, switch reads, then drop "
+        "the old",
+    ),
+    _Rule(
+        "set-not-null",
+        re.compile(r"^ALTER TABLE .*\bALTER (COLUMN )?\S+ SET NOT NULL\b"),
+        "makes a column NOT NULL: inserts by the live release that omit it would fail",
+        "add CHECK (col IS NOT NULL) NOT VALID, VALIDATE it, then SET NOT NULL once no "
+        "release omits it",
+    ),
+    _Rule(
+        "add-not-null-without-default",
+        re.compile(r"^ALTER TABLE .*\bADD (COLUMN )?(?!CONSTRAINT)(?!.*\bDEFAULT\b).*\bNOT NULL\b"),
+        "adds a NOT NULL column without a default: the live release's inserts would fail",
+        "add it nullable or with a DEFAULT; tighten later",
+    ),
+    _Rule(
+        "drop-constraint",
+        re.compile(r"^ALTER TABLE .*\bDROP CONSTRAINT\b"),
+        "drops a constraint other code may rely on",
+        "drop constraints only in a contract migration, once no release relies on them",
+    ),
+    _Rule(
+        "truncate",
+        re.compile(r"^TRUNCATE\b"),
+        "deletes every row of a table",
+        "never in a deploy migration; move data in a backfill the live release tolerates",
+    ),
+)
+
+_DDL = re.compile(r"^(CREATE|ALTER|DROP|COMMENT|TRUNCATE|UPDATE|INSERT|DELETE)\b")
+_CREATE_INDEX = re.compile(r"^CREATE (UNIQUE )?INDEX\b(?! CONCURRENTLY)(?:.*?) ON (?:ONLY )?(\S+)")
+_CREATE_TABLE = re.compile(r"^CREATE (?:UNLOGGED )?TABLE (?:IF NOT EXISTS )?(\S+)")
+
+
+def own_rules(m: Migration) -> list[Finding]:
+    """The project's rules for one migration (squawk covers the general ones)."""
+    findings: list[Finding] = []
+    statements = split_statements(m.sql)
+    if m.phase not in ("expand", "contract"):
+        findings.append(
+            Finding(
+                m.revision,
+                "unknown-phase",
+                f"phase = {m.phase!r}",
+                "a migration's phase is 'expand' or 'contract'",
+                'declare phase = "expand" (the default) or phase = "contract"',
+            )
+        )
+    if m.phase == "contract" and (not m.removes or not m.safe_after):
+        findings.append(
+            Finding(
+                m.revision,
+                "contract-undeclared",
+                "(module attributes)",
+                "a contract migration must name what it removes and since when no release reads it",
+                'set removes = ["table.column", ...] and safe_after = "<revision>"',
+            )
+        )
+    if not m.has_downgrade:
+        findings.append(
+            Finding(
+                m.revision,
+                "no-downgrade",
+                "def downgrade(): pass",
+                "without a working downgrade the deploy cannot undo it if the live release fails",
+                "write downgrade() so it reverses upgrade()",
+            )
+        )
+    seen_lock = seen_stmt = False
+    created: set[str] = set()
+    for stmt in statements:
+        s = _norm(stmt)
+        if s.startswith("SET LOCK_TIMEOUT") or s.startswith("SET LOCAL LOCK_TIMEOUT"):
+            seen_lock = True
+        if s.startswith("SET STATEMENT_TIMEOUT") or s.startswith("SET LOCAL STATEMENT_TIMEOUT"):
+            seen_stmt = True
+        if (t := _CREATE_TABLE.match(s)) is not None:
+            created.add(t.group(1).strip('"').lower())
+        if _DDL.match(s) and not (seen_lock and seen_stmt):
+            findings.append(
+                Finding(
+                    m.revision,
+                    "missing-timeouts",
+                    stmt,
+                    "DDL runs without lock_timeout and statement_timeout set",
+                    "run migrations through the project's env.py, which sets both first",
+                )
+            )
+            seen_lock = seen_stmt = True  # report once per migration
+        if (ix := _CREATE_INDEX.match(s)) is not None and ix.group(2).strip(
+            '"'
+        ).lower() not in created:
+            findings.append(
+                Finding(
+                    m.revision,
+                    "index-not-concurrent",
+                    stmt,
+                    "builds an index on an existing table while holding a write lock",
+                    "op.create_index(..., postgresql_concurrently=True) inside "
+                    "op.get_context().autocommit_block()",
+                )
+            )
+        if m.phase == "expand":
+            for rule in DESTRUCTIVE:
+                if rule.pattern.search(s):
+                    findings.append(
+                        Finding(
+                            m.revision,
+                            rule.name,
+                            stmt,
+                            f"expand migration {rule.message}",
+                            rule.fix,
+                        )
+                    )
+                    break
+    return findings
+
+
+# -- squawk ----------------------------------------------------------------------------
+
+
+def squawk(
+    migrations: Sequence[Migration], *, executable: str = "squawk", config: Path | None = None
+) -> list[Finding]:
+    """Run squawk on each migration's SQL; every finding it reports fails the lint."""
+    findings: list[Finding] = []
+    with tempfile.TemporaryDirectory(prefix="bluegreen-lint-") as tmp:
+        paths: dict[str, Migration] = {}
+        for m in migrations:
+            path = Path(tmp) / f"{m.revision}.sql"
+            path.write_text(m.sql)
+            paths[str(path)] = m
+        if not paths:
+            return []
+        cmd = [
+            executable,
+            "--reporter",
+            "json",
+            # Alembic runs each migration in a transaction (except autocommit blocks).
+            "--assume-in-transaction",
+            *(["--config", str(config)] if config else []),
+            *paths,
+        ]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+        except FileNotFoundError as exc:
+            raise BluegreenError(
+                f"squawk is not installed ({executable}): pip install squawk-cli"
+            ) from exc
+        try:
+            reported: list[dict[str, Any]] = json.loads(proc.stdout or "[]")
+        except ValueError as exc:
+            raise BluegreenError(
+                f"squawk failed: {proc.stderr.strip() or proc.stdout[:500]}"
+            ) from exc
+        for item in reported:
+            found = paths.get(str(item.get("file")))
+            if found is None:
+                continue
+            m = found
+            lines = m.sql.splitlines()
+            line = int(item.get("line", 0)) + 1  # squawk counts lines from 0
+            findings.append(
+                Finding(
+                    revision=m.revision,
+                    rule=f"squawk:{item.get('rule_name', '?')}",
+                    statement=_statement_at(m.sql, line)
+                    or (lines[line - 1] if 0 < line <= len(lines) else ""),
+                    message=str(item.get("message", "")),
+                    fix=str(item.get("help") or "see https://squawkhq.com/docs/rules"),
+                )
+            )
+    return findings
+
+
+def _statement_at(sql: str, line: int) -> str:
+    """The statement containing 1-based ``line`` of ``sql``."""
+    offset = sum(len(x) + 1 for x in sql.splitlines()[: line - 1])
+    pos = 0
+    for stmt in split_statements(sql):
+        start = sql.find(stmt, pos)
+        if start < 0:
+            continue
+        end = start + len(stmt)
+        pos = end
+        if start <= offset <= end + 1:
+            return stmt
+    return ""
+
+
+def lint(
+    plan: Plan, *, squawk_executable: str = "squawk", squawk_config: Path | None = None
+) -> list[Finding]:
+    """Everything wrong with the migrations this deploy would run."""
+    findings = [f for m in plan.revisions for f in own_rules(m)]
+    findings += squawk(plan.revisions, executable=squawk_executable, config=squawk_config)
+    return findings
+
+
+# -- contracts and rollbacks -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseHead:
+    release: str
+    head: str | None
+    why: str = "kept for rollback"
+
+
+@dataclass(frozen=True, slots=True)
+class ContractRefusal:
+    revision: str
+    removes: tuple[str, ...]
+    needed_by: tuple[ReleaseHead, ...] = field(default_factory=tuple)
+
+    def render(self) -> str:
+        who = ", ".join(f"{r.release} ({r.why}, schema {r.head or 'none'})" for r in self.needed_by)
+        return (
+            f"contract migration {self.revision} removes {', '.join(self.removes)}, "
+            f"which these releases still use: {who}"
+        )
+
+
+def check_contracts(plan: Plan, releases: Iterable[ReleaseHead]) -> list[ContractRefusal]:
+    """A contract migration is allowed only when every release that may run (the live one and
+    those kept for rollback) is at or past its ``safe_after`` revision."""
+    order = {rev: i for i, rev in enumerate(plan.history)}
+    releases = list(releases)
+    refusals = []
+    for m in plan.revisions:
+        if m.phase != "contract" or m.safe_after is None:
+            continue
+        limit = order.get(m.safe_after)
+        needing = tuple(
+            r
+            for r in releases
+            if limit is None or r.head is None or r.head not in order or order[r.head] < limit
+        )
+        if needing:
+            refusals.append(ContractRefusal(m.revision, m.removes, needing))
+    return refusals
+
+
+def rollback_blockers(plan: Plan, *, target_head: str | None) -> list[str]:
+    """Why a release whose schema head is ``target_head`` cannot run on the current schema:
+    the contract migrations applied since. Empty when the rollback is safe (expand only)."""
+    order = {rev: i for i, rev in enumerate(plan.history)}
+    if plan.current is None or target_head == plan.current:
+        return []
+    if plan.current not in order:
+        return [f"the database is at {plan.current}, which this release's plan does not know"]
+    start = -1 if target_head is None else order.get(target_head)
+    if start is None:
+        return [f"release schema {target_head} is not in the migration history"]
+    between = plan.history[start + 1 : order[plan.current] + 1]
+    return [
+        f"{rev} is a contract migration" for rev in between if plan.phases.get(rev) == "contract"
+    ]

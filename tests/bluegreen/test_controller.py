@@ -1,0 +1,475 @@
+"""The deploy state machine without I/O: pure transitions, then the Controller with fakes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bluegreen.checks import HookResult
+from bluegreen.config import Colour, Config, parse_config
+from bluegreen.controller import (
+    Controller,
+    DeployRequest,
+    OnFailure,
+    Step,
+    failure_policy,
+    final_status,
+    plan,
+    target_colour,
+    window_baseline,
+)
+from bluegreen.errors import ConfigError, DeployInProgress, ReadyTimeout
+from bluegreen.release import Release
+from bluegreen.router.metrics import ColourStats, RouterMetrics
+from bluegreen.router.table import EMPTY_TABLE, RoutingTable
+from bluegreen.state import Deploy, StateStore
+
+# --------------------------------------------------------------------------- pure
+
+
+def test_step_order() -> None:
+    assert [s.value for s in plan(manual=False)] == [
+        "prepare",
+        "migrate",
+        "start",
+        "ready",
+        "smoke",
+        "switch",
+        "drain",
+        "analyse",
+        "retire",
+    ]
+    manual = plan(manual=True)
+    assert manual.index(Step.APPROVE) == manual.index(Step.SMOKE) + 1
+    assert manual.index(Step.APPROVE) + 1 == manual.index(Step.SWITCH)
+    assert plan(manual=False, rollback=True) == (
+        Step.START,
+        Step.READY,
+        Step.SWITCH,
+        Step.DRAIN,
+        Step.RETIRE,
+    )
+
+
+def test_failure_policy_before_and_after_the_switch() -> None:
+    steps = plan(manual=True)
+    switch = steps.index(Step.SWITCH)
+    assert all(failure_policy(s) is OnFailure.ABORT for s in steps[: switch + 1])
+    assert failure_policy(Step.ANALYSE) is OnFailure.ROLL_BACK
+    assert failure_policy(Step.DRAIN) is OnFailure.CONTINUE
+    assert failure_policy(Step.RETIRE) is OnFailure.CONTINUE
+
+
+def test_final_status_and_colours() -> None:
+    assert final_status(None, None, cancelled=False) == "succeeded"
+    assert final_status(Step.SMOKE, OnFailure.ABORT, cancelled=False) == "failed"
+    assert final_status(Step.APPROVE, OnFailure.ABORT, cancelled=True) == "aborted"
+    assert final_status(Step.ANALYSE, OnFailure.ROLL_BACK, cancelled=False) == "rolled_back"
+    assert final_status(Step.RETIRE, OnFailure.CONTINUE, cancelled=False) == "succeeded"
+    assert target_colour(None) == "blue"
+    assert target_colour("blue") == "green"
+    assert target_colour("green") == "blue"
+
+
+def test_window_baseline_diffs_the_last_seconds() -> None:
+    def snap(n: int) -> ColourStats:
+        return ColourStats(colour="blue", requests=n, by_class=(("2xx", n),))
+
+    ring = [(0.0, snap(0)), (10.0, snap(100)), (20.0, snap(150))]
+    assert window_baseline(ring, snap(200), 30.0, 10.0).requests == 50  # since t=20
+    assert window_baseline(ring, snap(200), 30.0, 15.0).requests == 100  # since t=10
+    assert window_baseline(ring, snap(200), 30.0, 100.0).requests == 200  # oldest there is
+    assert window_baseline([], snap(7), 30.0, 10.0).requests == 7
+
+
+def test_database_and_state_env_config_keys(tmp_path: Path) -> None:
+    base: dict[str, Any] = {"app": {"name": "a", "command": "{python} app.py --port {port}"}}
+    cfg = parse_config(
+        {
+            **base,
+            "state": {"dir": "var", "dir_env": "APP_VAR_DIR"},
+            "database": {
+                "url_command": "{python} -m app db url",
+                "env": "APP_DATABASE_URL",
+                "stop_command": "{python} -m app db stop",
+            },
+        },
+        path=tmp_path / "bluegreen.toml",
+        root=tmp_path,
+        environ={},
+    )
+    assert cfg.state.dir_env == "APP_VAR_DIR"
+    assert cfg.database is not None and cfg.database.env == "APP_DATABASE_URL"
+    assert cfg.database.url_command.render(python="py", release="r", release_dir="d") == [
+        "py",
+        "-m",
+        "app",
+        "db",
+        "url",
+    ]
+    assert cfg.database.stop_command is not None
+    plain = parse_config(base, path=tmp_path / "b.toml", root=tmp_path, environ={})
+    assert plain.database is None and plain.state.dir_env is None
+    bad = [
+        ({"database": {"env": "X"}}, "database.url_command: required"),
+        ({"database": {"url_command": "x"}}, "database.env: required"),
+        ({"database": {"url_command": "x", "env": "1X"}}, "database.env: not a valid"),
+        ({"database": {"url_command": "{port}", "env": "X"}}, "unknown placeholder {port}"),
+        ({"database": {"url_command": "x", "env": "X", "extra": 1}}, "database.extra: unknown"),
+        ({"state": {"dir_env": "not valid"}}, "state.dir_env: not a valid"),
+    ]
+    for extra, message in bad:
+        with pytest.raises(ConfigError, match=message.replace("{", r"\{").replace("}", r"\}")):
+            parse_config({**base, **extra}, path=tmp_path / "b.toml", root=tmp_path, environ={})
+
+
+# --------------------------------------------------------------------------- fakes
+
+
+class FakeRouter:
+    def __init__(self) -> None:
+        self.table: RoutingTable = EMPTY_TABLE
+        self.preview_port: int | None = 9002
+        self.metrics = RouterMetrics()
+        self.tables: list[RoutingTable] = []
+        self.drained: list[Colour] = []
+        self.on_live: Callable[[Colour | None], None] = lambda c: None
+
+    def swap(self, table: RoutingTable) -> None:
+        changed = table.live != self.table.live
+        self.table = table
+        self.tables.append(table)
+        if changed:
+            self.on_live(table.live)
+
+    async def drain(self, colour: Colour, timeout: float) -> None:  # noqa: ASYNC109
+        self.drained.append(colour)
+
+
+@dataclass
+class FakeInstance:
+    id: str
+    colour: Colour
+    release: Release
+    env: dict[str, str]
+    host: str = "127.0.0.1"
+    port: int = 0
+    healthy: bool = False
+    pid: int | None = 1
+    state: str = "running"
+
+
+@dataclass
+class FakeSupervisor:
+    items: list[FakeInstance] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)
+    ports: int = 10000
+
+    def instances(self, colour: Colour | None = None) -> list[Any]:
+        return [i for i in self.items if colour is None or i.colour == colour]
+
+    async def start_instance(
+        self,
+        *,
+        id: str,
+        colour: Colour,
+        release: Release,
+        command_for: Callable[[int], Sequence[str]],
+        env: Mapping[str, str],
+        cwd: Path,
+        live_path: str,
+        ready_path: str,
+    ) -> Any:
+        self.ports += 1
+        command_for(self.ports)
+        inst = FakeInstance(id=id, colour=colour, release=release, env=dict(env), port=self.ports)
+        self.items.append(inst)
+        return inst
+
+    async def stop_instance(self, inst: Any, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        self.items.remove(inst)
+        self.stopped.append(inst.id)
+
+    async def wait_ready(self, instances: Sequence[Any], timeout: float) -> None:  # noqa: ASYNC109
+        for i in instances:
+            if i.env.get("NEVER_READY") == "1":
+                raise ReadyTimeout(f"instance(s) {i.id} did not become ready", [i.id])
+            i.healthy = True
+
+    def mark_failed(self, instance_id: str) -> None:
+        for i in self.items:
+            if i.id == instance_id:
+                i.healthy = False
+
+
+class Hooks:
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+        self.fail: set[str] = set()
+
+    async def __call__(self, argv: Sequence[str], **kwargs: Any) -> HookResult:
+        self.calls.append(list(argv))
+        name = argv[1]
+        if name in self.fail:
+            return HookResult(False, 3, f"{name}: it broke")
+        return HookResult(True, 0, f"{name}: fine")
+
+
+def preparer(tmp: Path) -> Callable[..., Release]:
+    def prepare(*, path: Path | None = None, ref: str | None = None, **_: Any) -> Release:
+        rid = f"r-{path.name if path else ref}"
+        d = tmp / "releases" / rid
+        d.mkdir(parents=True, exist_ok=True)
+        return Release(
+            id=rid, dir=d, python=Path("/py"), deps_hash="h", source="x", venv=tmp / "venv"
+        )
+
+    return prepare
+
+
+@dataclass
+class World:
+    controller: Controller
+    router: FakeRouter
+    supervisor: FakeSupervisor
+    state: StateStore
+    hooks: Hooks
+
+
+def make_config(tmp: Path, **timeouts: float) -> Config:
+    return parse_config(
+        {
+            "app": {"name": "t", "command": "{python} app.py --port {port}"},
+            "hooks": {"migrate": "{python} migrate", "smoke": "{python} smoke {base_url}"},
+            "replicas": {"blue": 2, "green": 2},
+            "timeouts": {
+                "analysis_window": 0.2,
+                "scale_down_delay": 0,
+                "drain": 0.1,
+                **timeouts,
+            },
+            "analysis": {"min_requests": 5},
+            "state": {"dir": str(tmp / "var")},
+        },
+        path=tmp / "bluegreen.toml",
+        root=tmp,
+        environ={},
+    )
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> Any:
+    worlds: list[World] = []
+
+    async def make(**timeouts: float) -> World:
+        router, sup, hooks = FakeRouter(), FakeSupervisor(), Hooks()
+        state = StateStore(tmp_path / "state.sqlite3")
+        ctl = Controller(
+            config=make_config(tmp_path, **timeouts),
+            router=router,
+            supervisor=sup,
+            state=state,
+            preparer=preparer(tmp_path),
+            hook_runner=hooks,
+            sample_interval=0.05,
+        )
+        await ctl.start()
+        w = World(ctl, router, sup, state, hooks)
+        worlds.append(w)
+        return w
+
+    yield make
+    for w in worlds:
+        await w.controller.close()
+        w.state.close()
+
+
+async def done(w: World, deploy_id: int, within: float = 5) -> Deploy:
+    deadline = time.monotonic() + within
+    while True:
+        d = w.state.deploy(deploy_id)
+        assert d is not None
+        if d.status != "running":
+            return d
+        assert time.monotonic() < deadline, d
+        await asyncio.sleep(0.01)
+
+
+async def at_step(w: World, deploy_id: int, step: str) -> None:
+    deadline = time.monotonic() + 5
+    while True:
+        d = w.state.deploy(deploy_id)
+        assert d is not None
+        s = d.running_step()
+        if s is not None and s.name == step:
+            return
+        assert d.status == "running" and time.monotonic() < deadline, d
+        await asyncio.sleep(0.01)
+
+
+def names(d: Deploy) -> list[tuple[str, str]]:
+    return [(s.name, s.status) for s in d.steps]
+
+
+# --------------------------------------------------------------------------- controller
+
+
+async def test_first_deploy_goes_to_blue_then_green(world: Any, tmp_path: Path) -> None:
+    w: World = await world()
+    first = await done(w, await w.controller.start_deploy(DeployRequest(path=tmp_path / "a")))
+    assert first.status == "succeeded"
+    assert names(first) == [
+        ("prepare", "ok"),
+        ("migrate", "ok"),
+        ("start", "ok"),
+        ("ready", "ok"),
+        ("smoke", "ok"),
+        ("switch", "ok"),
+        ("drain", "skipped"),
+        ("analyse", "skipped"),
+        ("retire", "skipped"),
+    ]
+    assert first.release_id == "r-a"
+    assert w.router.table.live == "blue"
+    assert {i.colour for i in w.supervisor.items} == {"blue"}
+    assert len(w.router.table.healthy("blue")) == 2
+    smoke = next(c for c in w.hooks.calls if c[1] == "smoke")
+    assert smoke[2] == "http://127.0.0.1:9002"
+
+    second = await done(w, await w.controller.start_deploy(DeployRequest(path=tmp_path / "b")))
+    assert second.status == "succeeded", second
+    assert [s for s, st in names(second) if st == "ok"] == [s.value for s in plan(manual=False)]
+    # Preview showed green while blue stayed live; then one swap made green live.
+    lives = [(t.live, t.preview_colour()) for t in w.router.tables]
+    assert ("blue", "green") in lives
+    assert w.router.table.live == "green" and w.router.table.preview is None
+    assert w.router.drained == ["blue"]
+    assert {i.colour for i in w.supervisor.items} == {"green"}
+    cur = w.state.current()
+    assert (cur.live_colour, cur.live_release, cur.previous_release) == ("green", "r-b", "r-a")
+    assert cur.colours == {"blue": None, "green": "r-b"}
+
+
+async def test_manual_approval_then_promote(world: Any, tmp_path: Path) -> None:
+    w: World = await world()
+    await done(w, await w.controller.start_deploy(DeployRequest(path=tmp_path / "a")))
+    deploy_id = await w.controller.start_deploy(DeployRequest(path=tmp_path / "b", manual=True))
+    await at_step(w, deploy_id, "approve")
+    assert w.router.table.live == "blue"
+    with pytest.raises(DeployInProgress, match=f"#{deploy_id}"):
+        await w.controller.start_deploy(DeployRequest(path=tmp_path / "c"))
+    assert await w.controller.promote() == deploy_id
+    d = await done(w, deploy_id)
+    assert d.status == "succeeded"
+    assert ("approve", "ok") in names(d)
+    assert w.router.table.live == "green"
+
+
+async def test_rollback_during_approval_aborts_and_stops_green(world: Any, tmp_path: Path) -> None:
+    w: World = await world()
+    await done(w, await w.controller.start_deploy(DeployRequest(path=tmp_path / "a")))
+    deploy_id = await w.controller.start_deploy(DeployRequest(path=tmp_path / "b", manual=True))
+    await at_step(w, deploy_id, "approve")
+    _, message = await w.controller.rollback()
+    assert "cancelled" in message
+    d = await done(w, deploy_id)
+    assert d.status == "aborted"
+    assert ("approve", "failed") in names(d)
+    assert w.router.table.live == "blue" and w.router.table.preview_colour() == "blue"
+    assert not w.supervisor.instances("green")
+    assert w.state.current().live_colour == "blue"
+
+
+@pytest.mark.parametrize("broken", ["migrate", "smoke", "ready"])
+async def test_failure_before_switch_aborts_with_green_stopped(
+    world: Any, tmp_path: Path, broken: str
+) -> None:
+    w: World = await world()
+    await done(w, await w.controller.start_deploy(DeployRequest(path=tmp_path / "a")))
+    env = {}
+    if broken == "ready":
+        env["NEVER_READY"] = "1"
+    else:
+        w.hooks.fail.add(broken)
+    d = await done(w, await w.controller.start_deploy(DeployRequest(path=tmp_path / "b", env=env)))
+    assert d.status == "failed"
+    assert d.error is not None and broken in d.error
+    failed = [s for s in d.steps if s.status == "failed"]
+    assert [s.name for s in failed] == [broken]
+    if broken != "ready":
+        assert "it broke" in failed[0].output
+    assert "switch" not in [s.name for s in d.steps]
+    assert all(t.live == "blue" for t in w.router.tables if t.live is not None)
+    assert w.router.table.preview_colour() == "blue"
+    assert not w.supervisor.instances("green")
+    assert len(w.supervisor.instances("blue")) == 2
+    cur = w.state.current()
+    assert cur.live_colour == "blue" and cur.colours["green"] is None
+
+
+async def test_analysis_breach_rolls_back_to_blue(world: Any, tmp_path: Path) -> None:
+    w: World = await world(scale_down_delay=5)
+    await done(w, await w.controller.start_deploy(DeployRequest(path=tmp_path / "a")))
+    for _ in range(50):
+        w.router.metrics.observe("blue", "blue-1", 200, 0.01)
+
+    def on_live(colour: Colour | None) -> None:
+        if colour == "green":
+            for _ in range(50):
+                w.router.metrics.observe("green", "green-3", 500, 0.01)
+
+    w.router.on_live = on_live
+    d = await done(w, await w.controller.start_deploy(DeployRequest(path=tmp_path / "b")))
+    assert d.status == "rolled_back", d
+    assert d.error is not None and "error rate" in d.error
+    assert ("analyse", "failed") in names(d)
+    assert "retire" not in [s.name for s in d.steps]
+    assert w.router.table.live == "blue"
+    cur = w.state.current()
+    assert (cur.live_colour, cur.live_release) == ("blue", "r-a")
+    for _ in range(100):
+        if not w.supervisor.instances("green"):
+            break
+        await asyncio.sleep(0.01)
+    assert not w.supervisor.instances("green")
+    assert len(w.supervisor.instances("blue")) == 2
+
+
+async def test_rollback_while_warm_is_immediate_then_cold_rollback(
+    world: Any, tmp_path: Path
+) -> None:
+    w: World = await world(scale_down_delay=30)
+    await done(w, await w.controller.start_deploy(DeployRequest(path=tmp_path / "a")))
+    deploy_id = await w.controller.start_deploy(DeployRequest(path=tmp_path / "b"))
+    await at_step(w, deploy_id, "retire")
+    t0 = time.monotonic()
+    rolled_id, _ = await w.controller.rollback()
+    assert time.monotonic() - t0 < 0.5
+    assert rolled_id == deploy_id and w.router.table.live == "blue"
+    assert (await done(w, deploy_id)).status == "rolled_back"
+    cur = w.state.current()
+    assert (cur.live_colour, cur.live_release, cur.previous_release) == ("blue", "r-a", "r-b")
+
+    # Green is gone now: rolling back again starts r-b on green first.
+    for _ in range(100):
+        if not w.supervisor.instances("green"):
+            break
+        await asyncio.sleep(0.01)
+    cold_id, message = await w.controller.rollback()
+    assert "started" in message
+    await at_step(w, cold_id, "retire")
+    cold = w.state.deploy(cold_id)
+    assert cold is not None and cold.source == "rollback" and cold.release_id == "r-b"
+    assert w.router.table.live == "green"
+    # A new deploy does not wait for the retire delay: blue is retired at once.
+    new_id = await w.controller.start_deploy(DeployRequest(path=tmp_path / "c"))
+    assert (await done(w, cold_id)).status == "succeeded"
+    await at_step(w, new_id, "retire")
+    assert w.router.table.live == "blue"
+    assert w.state.current().colours == {"blue": "r-c", "green": "r-b"}

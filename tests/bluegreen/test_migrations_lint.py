@@ -1,0 +1,161 @@
+"""The migration lint's own rules, squawk, and the contract and rollback checks."""
+
+from __future__ import annotations
+
+import pytest
+
+from bluegreen.migrations import (
+    Migration,
+    Plan,
+    ReleaseHead,
+    check_contracts,
+    lint,
+    own_rules,
+    rollback_blockers,
+    split_statements,
+)
+
+PRELUDE = "SET lock_timeout = '5s';\nSET statement_timeout = '60s';\n"
+
+
+def mig(sql: str, *, phase: str = "expand", rev: str = "0002", **kw: object) -> Migration:
+    return Migration(revision=rev, down_revision="0001", phase=phase, sql=PRELUDE + sql, **kw)  # type: ignore[arg-type]
+
+
+def rules(m: Migration) -> list[str]:
+    return [f.rule for f in own_rules(m)]
+
+
+def test_split_respects_quotes_dollar_bodies_and_comments() -> None:
+    sql = (
+        "-- a comment; not a statement\n"
+        "CREATE FUNCTION f() RETURNS trigger AS $$ BEGIN RAISE 'x;y'; END; $$ LANGUAGE plpgsql;\n"
+        "INSERT INTO t VALUES ('it''s; fine');\nSELECT 1"
+    )
+    parts = split_statements(sql)
+    assert len(parts) == 3
+    assert parts[0].startswith("CREATE FUNCTION") and parts[0].endswith("plpgsql")
+    assert parts[1] == "INSERT INTO t VALUES ('it''s; fine')"
+
+
+@pytest.mark.parametrize(
+    ("sql", "rule"),
+    [
+        ("DROP TABLE appointments", "drop-table"),
+        ("ALTER TABLE appointments DROP COLUMN reason", "drop-column"),
+        ("ALTER TABLE users RENAME COLUMN name TO full_name", "rename"),
+        ("ALTER TABLE users RENAME TO people", "rename"),
+        ("ALTER TABLE users ALTER COLUMN name TYPE TEXT", "change-type"),
+        ("ALTER TABLE users ALTER COLUMN name SET NOT NULL", "set-not-null"),
+        ("ALTER TABLE users ADD COLUMN nick TEXT NOT NULL", "add-not-null-without-default"),
+        ("ALTER TABLE users DROP CONSTRAINT uq_users_email", "drop-constraint"),
+        ("TRUNCATE users", "truncate"),
+    ],
+)
+def test_destructive_change_in_expand_is_refused_and_allowed_in_contract(
+    sql: str, rule: str
+) -> None:
+    assert rules(mig(sql)) == [rule]
+    contract = mig(sql, phase="contract", removes=("x",), safe_after="0001")
+    assert rules(contract) == []
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "ALTER TABLE appointments ADD COLUMN visit_type TEXT",
+        "ALTER TABLE appointments ADD COLUMN visit_type TEXT DEFAULT 'video' NOT NULL",
+        "ALTER TABLE users ADD CONSTRAINT ck_name CHECK (name <> '') NOT VALID",
+        "ALTER TABLE users VALIDATE CONSTRAINT ck_name",
+        "CREATE TABLE notes (id BIGINT PRIMARY KEY, body TEXT NOT NULL)",
+        "CREATE INDEX CONCURRENTLY ix_users_name ON users (name)",
+        "ALTER TABLE users ALTER COLUMN name DROP NOT NULL",
+    ],
+)
+def test_expand_safe_changes_pass(sql: str) -> None:
+    assert rules(mig(sql)) == []
+
+
+def test_index_must_be_concurrent_on_an_existing_table_only() -> None:
+    assert rules(mig("CREATE INDEX ix_users_name ON users (name)")) == ["index-not-concurrent"]
+    fresh = (
+        "CREATE TABLE notes (id BIGINT PRIMARY KEY, at TIMESTAMPTZ);\nCREATE INDEX ix ON notes (at)"
+    )
+    assert rules(mig(fresh)) == []
+
+
+def test_timeouts_must_be_set_before_ddl() -> None:
+    m = Migration("0002", "0001", "expand", "ALTER TABLE users ADD COLUMN x TEXT")
+    assert rules(m) == ["missing-timeouts"]
+
+
+def test_downgrade_and_contract_declarations_are_required() -> None:
+    assert rules(mig("SELECT 1", has_downgrade=False)) == ["no-downgrade"]
+    undeclared = mig("ALTER TABLE users DROP COLUMN x", phase="contract")
+    assert rules(undeclared) == ["contract-undeclared"]
+
+
+def test_finding_names_statement_rule_and_fix() -> None:
+    (finding,) = own_rules(mig("ALTER TABLE appointments DROP COLUMN reason"))
+    text = finding.render()
+    assert "0002: [drop-column]" in text
+    assert "ALTER TABLE appointments DROP COLUMN reason" in text
+    assert "contract migration" in text
+
+
+def test_squawk_findings_are_reported_with_their_statement() -> None:
+    import sys
+    from pathlib import Path
+
+    exe = str(Path(sys.executable).parent / "squawk")
+    bad = mig(
+        "ALTER TABLE users ADD COLUMN nick TEXT DEFAULT 'x';\nALTER TABLE users ADD CONSTRAINT fk FOREIGN KEY (nick) REFERENCES nicks (id)"
+    )
+    plan = Plan(current="0001", head="0002", history=("0001", "0002"), phases={}, revisions=(bad,))
+    found = lint(plan, squawk_executable=exe)
+    squawked = [f for f in found if f.rule.startswith("squawk:")]
+    assert any(f.rule == "squawk:adding-foreign-key-constraint" for f in squawked), found
+    assert all("FOREIGN KEY" in f.statement for f in squawked if "foreign" in f.rule)
+    clean = Plan(
+        current="0001",
+        head="0002",
+        history=("0001", "0002"),
+        phases={},
+        revisions=(mig("ALTER TABLE users ADD COLUMN nick TEXT"),),
+    )
+    assert lint(clean, squawk_executable=exe) == []
+
+
+def _plan(
+    *revisions: Migration, history: tuple[str, ...], phases: dict[str, str], current: str
+) -> Plan:
+    return Plan(
+        current=current, head=history[-1], history=history, phases=phases, revisions=revisions
+    )
+
+
+def test_contract_refused_while_a_kept_release_still_uses_it() -> None:
+    drop = mig(
+        "ALTER TABLE users DROP COLUMN legacy",
+        phase="contract",
+        rev="0005",
+        removes=("users.legacy",),
+        safe_after="0004",
+    )
+    plan = _plan(drop, history=("0001", "0002", "0003", "0004", "0005"), phases={}, current="0004")
+    live = ReleaseHead("r4", "0004", "live")
+    old = ReleaseHead("r3", "0003", "kept for rollback")
+    (refusal,) = check_contracts(plan, [live, old])
+    assert refusal.needed_by == (old,)
+    assert "r3 (kept for rollback, schema 0003)" in refusal.render()
+    assert "users.legacy" in refusal.render()
+    assert check_contracts(plan, [live, ReleaseHead("r4b", "0004")]) == []
+
+
+def test_rollback_allowed_only_across_expand_migrations() -> None:
+    history = ("0001", "0002", "0003", "0004")
+    expand_only = _plan(history=history, phases={r: "expand" for r in history}, current="0004")
+    assert rollback_blockers(expand_only, target_head="0002") == []
+    with_contract = _plan(history=history, phases={"0003": "contract"}, current="0004")
+    assert rollback_blockers(with_contract, target_head="0002") == ["0003 is a contract migration"]
+    assert rollback_blockers(with_contract, target_head="0003") == []
