@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from clinic import health
+from clinic.audit.context import RequestContextMiddleware
 from clinic.core.config import Settings
 from clinic.core.db import make_engine, make_sessionmaker
 from clinic.features import feature_modules
@@ -52,4 +53,6 @@ def create_app(settings: Settings) -> FastAPI:
             app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(SchemeAwareSessions, settings=settings)
+    # Outermost: every audit record written while serving a request names its address and id.
+    app.add_middleware(RequestContextMiddleware)
     return app

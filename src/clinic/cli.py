@@ -1,4 +1,4 @@
-"""``clinic serve|db|seed|smoke|create-admin``: a thin shell over the library."""
+"""``clinic serve|worker|db|seed|smoke|create-admin``: a thin shell over the library."""
 
 from __future__ import annotations
 
@@ -124,6 +124,41 @@ def serve(
         log_level="info",
         timeout_graceful_shutdown=10,
     )
+
+
+@app.command()
+def worker() -> None:
+    """Run a job worker (emails, reminders, no-shows) until SIGTERM/SIGINT; it drains
+    within CLINIC_WORKER_DRAIN_TIMEOUT. Any number may run, beside instances or not."""
+    settings = with_url(load_settings())
+    _run(run_worker, settings)
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """The ``clinic worker`` loop: start, wait for a signal (or ``stop``), drain."""
+    from clinic.core.db import make_engine, make_sessionmaker
+    from clinic.notify.worker import JobWorker
+
+    assert settings.database_url is not None
+    engine = make_engine(settings.database_url, pool_size=settings.worker_concurrency + 1)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    job_worker = JobWorker(settings, make_sessionmaker(engine))
+    try:
+        await job_worker.start()
+        typer.echo("worker started; stop with SIGTERM or Ctrl-C")
+        done = asyncio.ensure_future(job_worker.wait())
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({done, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+    finally:
+        await job_worker.stop()
+        await engine.dispose()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    typer.echo("worker stopped")
 
 
 @db_app.command("upgrade")

@@ -5,13 +5,15 @@ from __future__ import annotations
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from clinic.core.schema import head_revision, schema_is_recent_enough
+from clinic.core.schema import head_revision, include_name, schema_is_recent_enough
 from clinic.models import metadata
 
 
 async def test_models_match_migrated_schema(engine) -> None:
     def diff(sync_conn):  # type: ignore[no-untyped-def]
-        ctx = MigrationContext.configure(sync_conn, opts={"compare_type": True})
+        ctx = MigrationContext.configure(
+            sync_conn, opts={"compare_type": True, "include_name": include_name}
+        )
         return compare_metadata(ctx, metadata)
 
     async with engine.connect() as conn:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
@@ -98,6 +99,7 @@ async def register_patient(
             is_smoke=is_smoke,
         )
         session.add(Patient(user_id=user.id, date_of_birth=data.date_of_birth))
+        await _audit(session, actor_of(user), user.id, "create")
     return user
 
 
@@ -306,10 +308,23 @@ async def approve_doctor(*, session: AsyncSession, actor: Actor | None, doctor_i
             doctor.approved_by = admin.user_id
 
 
+async def _audit(
+    session: AsyncSession,
+    actor: Actor,
+    patient_id: int,
+    action: Literal["read", "create", "update"],
+) -> None:
+    from clinic.audit import service as audit  # audit's guards import this package
+
+    await audit.record(
+        session, actor=actor, patient_id=patient_id, action=action, subject="profile"
+    )
+
+
 async def patient_profile(
     *, session: AsyncSession, actor: Actor | None, patient_id: int
 ) -> tuple[User, Patient]:
-    guards.ensure_may_see_patient(actor, patient_id)
+    who = guards.ensure_may_see_patient(actor, patient_id)
     async with session.begin():
         row = (
             await session.execute(
@@ -318,15 +333,16 @@ async def patient_profile(
                 .where(User.id == patient_id)
             )
         ).first()
-    if row is None:
-        raise NotFound("No such patient.")
+        if row is None:
+            raise NotFound("No such patient.")
+        await _audit(session, who, patient_id, "read")
     return row[0], row[1]
 
 
 async def update_patient(
     *, session: AsyncSession, actor: Actor | None, patient_id: int, data: PatientUpdate
 ) -> User:
-    guards.ensure_may_see_patient(actor, patient_id)
+    who = guards.ensure_may_see_patient(actor, patient_id)
     async with session.begin():
         user = await session.get(User, patient_id)
         if user is None or user.role != Role.PATIENT:
@@ -335,4 +351,6 @@ async def update_patient(
             user.name = data.name
         if data.time_zone is not None:
             user.time_zone = data.time_zone
+        await session.flush()
+        await _audit(session, who, patient_id, "update")
     return user

@@ -17,6 +17,7 @@ from clinic.accounts import guards
 from clinic.accounts.guards import Actor
 from clinic.accounts.models import Doctor, Role, User
 from clinic.appointments.models import Appointment, AppointmentEvent, IdempotencyKey, Status
+from clinic.audit import service as audit
 from clinic.core.config import Settings
 from clinic.core.db import utcnow
 from clinic.core.errors import (
@@ -29,6 +30,7 @@ from clinic.core.errors import (
     SlotUnavailable,
     TooLate,
 )
+from clinic.notify import service as notify
 from clinic.scheduling import service as scheduling
 
 _DoctorUser = aliased(User)
@@ -94,7 +96,15 @@ async def _replay(
             "This Idempotency-Key was already used for a different booking request."
         )
     row = (await session.execute(_views().where(Appointment.id == existing.appointment_id))).one()
-    return _view(row)
+    view = _view(row)
+    await audit.record(
+        session,
+        actor=actor,
+        patient_id=view.appointment.patient_id,
+        action="read",
+        subject=f"appointment:{view.appointment.id}",
+    )
+    return view
 
 
 async def _check_slot(
@@ -193,6 +203,16 @@ async def book_appointment(
                     )
                 )
             await session.flush()
+            # The confirmation emails and the audit record commit with the booking, or
+            # neither does (a conflict above rolls all of it back).
+            await notify.appointment_changed(session, appointment=appointment, change="booked")
+            await audit.record(
+                session,
+                actor=patient,
+                patient_id=patient.user_id,
+                action="create",
+                subject=f"appointment:{appointment.id}",
+            )
             row = (await session.execute(_views().where(Appointment.id == appointment.id))).one()
             view = _view(row)
     except IntegrityError as exc:
@@ -221,12 +241,20 @@ async def _load_for_update(
 async def get_appointment(
     *, session: AsyncSession, actor: Actor | None, appointment_id: int
 ) -> tuple[AppointmentView, list[AppointmentEvent]]:
+    return await _get(session, actor, appointment_id, audited=True)
+
+
+async def _get(
+    session: AsyncSession, actor: Actor | None, appointment_id: int, *, audited: bool
+) -> tuple[AppointmentView, list[AppointmentEvent]]:
+    """The appointment and its history; ``audited=False`` only for the view returned right
+    after a change (that change has its own audit record)."""
     async with session.begin():
         row = (await session.execute(_views().where(Appointment.id == appointment_id))).first()
         if row is None:
             raise NotFound("No such appointment.")
         view = _view(row)
-        guards.ensure_may_see_appointment(
+        who = guards.ensure_may_see_appointment(
             actor, patient_id=view.appointment.patient_id, doctor_id=view.appointment.doctor_id
         )
         events = await session.scalars(
@@ -234,6 +262,14 @@ async def get_appointment(
             .where(AppointmentEvent.appointment_id == appointment_id)
             .order_by(AppointmentEvent.at, AppointmentEvent.id)
         )
+        if audited:
+            await audit.record(
+                session,
+                actor=who,
+                patient_id=view.appointment.patient_id,
+                action="read",
+                subject=f"appointment:{appointment_id}",
+            )
         return view, list(events)
 
 
@@ -274,7 +310,15 @@ async def cancel_appointment(
                 details={"reason": reason, "by": who.role.value},
             )
         )
-    view, _ = await get_appointment(session=session, actor=actor, appointment_id=appointment_id)
+        await notify.appointment_changed(session, appointment=appt, change="cancelled")
+        await audit.record(
+            session,
+            actor=who,
+            patient_id=appt.patient_id,
+            action="update",
+            subject=f"appointment:{appt.id}",
+        )
+    view, _ = await _get(session, actor, appointment_id, audited=False)
     return view
 
 
@@ -322,9 +366,19 @@ async def reschedule_appointment(
                 )
             )
             await session.flush()
+            await notify.appointment_changed(
+                session, appointment=appt, change="rescheduled", previous_start=old_start
+            )
+            await audit.record(
+                session,
+                actor=who,
+                patient_id=appt.patient_id,
+                action="update",
+                subject=f"appointment:{appt.id}",
+            )
     except IntegrityError as exc:
         raise _conflict(exc) from exc
-    view, _ = await get_appointment(session=session, actor=actor, appointment_id=appointment_id)
+    view, _ = await _get(session, actor, appointment_id, audited=False)
     return view
 
 
@@ -351,7 +405,14 @@ async def mark_appointment(
         session.add(
             AppointmentEvent(appointment_id=appt.id, kind=status.value, actor_id=who.user_id)
         )
-    view, _ = await get_appointment(session=session, actor=actor, appointment_id=appointment_id)
+        await audit.record(
+            session,
+            actor=who,
+            patient_id=appt.patient_id,
+            action="update",
+            subject=f"appointment:{appt.id}",
+        )
+    view, _ = await _get(session, actor, appointment_id, audited=False)
     return view
 
 
@@ -376,7 +437,16 @@ async def list_appointments(
         stmt = stmt.where(Appointment.starts_at < end)
     stmt = stmt.order_by(Appointment.starts_at).limit(limit)
     async with session.begin():
-        return [_view(row) for row in (await session.execute(stmt)).all()]
+        views = [_view(row) for row in (await session.execute(stmt)).all()]
+        # One record per patient whose appointments were shown (not one per row: an agenda
+        # of 50 slots is one look at each patient's appointments).
+        patients = sorted({v.appointment.patient_id for v in views})
+        await audit.record_many(
+            session,
+            actor=actor,
+            accesses=[audit.Access(pid, "read", "appointments") for pid in patients],
+        )
+        return views
 
 
 async def doctor_exists(session: AsyncSession, doctor_id: int) -> bool:

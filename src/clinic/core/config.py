@@ -71,6 +71,23 @@ class Settings(BaseSettings):
     worker_in_process: bool = True
     """Run a job worker inside each app instance (else run ``clinic worker`` separately)."""
     worker_drain_timeout: timedelta = timedelta(seconds=10)
+    worker_concurrency: int = Field(default=4, ge=1, le=64)
+    worker_poll_interval: timedelta = timedelta(seconds=5)
+    """Fallback polling between LISTEN/NOTIFY wake-ups."""
+    worker_heartbeat_interval: timedelta = timedelta(seconds=10)
+    worker_stalled_timeout: timedelta = timedelta(seconds=30)
+    """A worker without a heartbeat for this long is dead: its jobs are handed to others."""
+    job_max_attempts: int = Field(default=6, ge=1, le=50)
+    """Runs of a failing job before it is kept as failed (visible on /admin/jobs)."""
+    job_retry_base: timedelta = timedelta(seconds=10)
+    """Backoff: the n-th retry waits ``job_retry_base * 2**(n-1)`` (capped at one hour)."""
+    jobs_tick: timedelta = timedelta(minutes=1)
+    """Period of the reminder / no-show / stalled-job sweep (deferred once per period)."""
+    purge_after: timedelta = timedelta(days=30)
+    """Revoked API tokens, stale login throttles and finished jobs older than this go."""
+    smtp_timeout: float = Field(default=10.0, gt=0)
+    clock_offset: timedelta = timedelta(0)
+    """Shifts the background jobs' clock (tests and demos "advance the schedule")."""
 
     smoke_password: str | None = None
     """Password of the synthetic smoke-test accounts. Unset: generated once, kept in

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
 
@@ -31,12 +32,23 @@ def downgrade(url: str, revision: str) -> None:
     command.downgrade(alembic_config(url), revision)
 
 
+@lru_cache(maxsize=1)
+def _script() -> ScriptDirectory:
+    # The migrations shipped with this code never change while it runs: read them once.
+    return ScriptDirectory.from_config(alembic_config())
+
+
 def head_revision() -> str:
     """The newest revision this code knows: the schema it needs."""
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    head = _script().get_current_head()
     if head is None:
         raise RuntimeError("no migrations found")
     return head
+
+
+@lru_cache(maxsize=1)
+def known_revisions() -> frozenset[str]:
+    return frozenset(rev.revision for rev in _script().walk_revisions())
 
 
 async def current_revision(conn: AsyncConnection) -> str | None:
@@ -55,10 +67,19 @@ def schema_is_recent_enough(current: str | None) -> bool:
     """
     if current is None:
         return False
-    script = ScriptDirectory.from_config(alembic_config())
-    head = head_revision()
-    if current == head:
+    if current == head_revision():
         return True
-    known = {rev.revision for rev in script.walk_revisions()}
     # Known but not head means an ancestor of head: too old for this code.
-    return current not in known
+    return current not in known_revisions()
+
+
+EXTERNAL_PREFIXES = ("procrastinate_",)
+"""Tables (and their indexes, types, functions) owned by a library's own schema SQL, applied
+by a migration but not described by the clinic's models: autogenerate must leave them alone."""
+
+
+def include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    """Alembic ``include_name`` hook: skip procrastinate's objects when comparing schemas."""
+    if type_ in ("table", "index", "unique_constraint", "foreign_key_constraint") and name:
+        return not name.startswith(EXTERNAL_PREFIXES) and not name.startswith("idx_procrastinate_")
+    return True

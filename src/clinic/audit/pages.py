@@ -1,0 +1,68 @@
+"""HTML pages for the audit trail: ``/me/audit`` for patients, ``/admin/audit`` for admins."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from clinic.accounts.pages import login_redirect, page
+from clinic.audit import service
+from clinic.core.errors import InvalidInput
+from clinic.web.deps import CurrentActor, Session
+from clinic.web.render import viewer_zone
+
+router = APIRouter(include_in_schema=False)
+
+
+def _int(value: str | None, field: str) -> int | None:
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidInput("Enter a number.", field=field) from None
+
+
+def _day(value: str | None, field: str) -> date | None:
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput("Enter a date as YYYY-MM-DD.", field=field) from None
+
+
+@router.get("/me/audit")
+async def mine(request: Request, actor: CurrentActor, session: Session) -> Response:
+    if actor is None:
+        return login_redirect(request)
+    records = await service.accesses_to_me(session=session, actor=actor)
+    names = await service.actor_names(session=session, ids=(r.actor_id for r in records))
+    return page(request, "audit/mine.html", records=records, names=names)
+
+
+@router.get("/admin/audit")
+async def search(request: Request, actor: CurrentActor, session: Session) -> Response:
+    if actor is None:
+        return login_redirect(request)
+    q = request.query_params
+    zone = viewer_zone(request)
+    since_day, until_day = _day(q.get("since"), "since"), _day(q.get("until"), "until")
+    # Dates are the viewer's days; the range includes the whole ``until`` day.
+    since = datetime.combine(since_day, time(), tzinfo=zone).astimezone(UTC) if since_day else None
+    until = (
+        datetime.combine(until_day + timedelta(days=1), time(), tzinfo=zone).astimezone(UTC)
+        if until_day
+        else None
+    )
+    filters = service.AuditFilter(
+        patient_id=_int(q.get("patient_id"), "patient_id"),
+        actor_id=_int(q.get("actor_id"), "actor_id"),
+        since=since,
+        until=until,
+    )
+    records = await service.search(session=session, actor=actor, filters=filters)
+    names = await service.actor_names(session=session, ids=(r.actor_id for r in records))
+    return page(request, "audit/search.html", records=records, names=names, query=dict(q))
