@@ -1,5 +1,5 @@
 # Two commands on a fresh machine with Python 3.11+ and make:
-#   make up     the clinic with demo data (embedded PostgreSQL under var/)
+#   make up     the clinic behind the blue/green router, with demo data
 #   make test   ruff, mypy and the whole pytest suite
 PYTHON ?= python3
 VENV   := .venv
@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The clinic behind the blue/green router (:8000), dashboard and admin API (:8001), preview
+# listener (:8002), on one embedded PostgreSQL under var/, with demo data.
 up: $(STAMP)
-	$(BIN)/clinic serve --demo --host 127.0.0.1 --port 8000
+	CLINIC_SEED_DEMO=1 $(BIN)/bluegreen up
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -44,7 +44,7 @@ from typing import Any
 from aiohttp import web
 
 from bluegreen.config import Config
-from bluegreen.controller import Controller, DeployRequest, NothingToDo
+from bluegreen.controller import Controller, DeployRequest, NothingToDo, RollbackRefused
 from bluegreen.errors import BluegreenError, DeployInProgress
 from bluegreen.router.proxy import Router
 from bluegreen.router.table import Mode
@@ -103,7 +103,7 @@ async def _auth(
             return await handler(request)
         except DeployInProgress as exc:
             return _error(409, exc.code, exc.message)
-        except NothingToDo as exc:
+        except (NothingToDo, RollbackRefused) as exc:
             return _error(409, exc.code, exc.message)
         except BluegreenError as exc:
             return _error(400 if exc.exit_code == 2 else 500, exc.code, exc.message)

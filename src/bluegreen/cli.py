@@ -382,6 +382,77 @@ def _print_status(st: dict[str, Any]) -> None:
         console.print(f"deploy #{running['id']} of {running['release_id']} running: {step}")
 
 
+@app.command("lint-migrations")
+def lint_migrations(
+    ctx: typer.Context,
+    every: Annotated[
+        bool,
+        typer.Option("--all", help="Lint every migration, as if from an empty database."),
+    ] = False,
+) -> None:
+    """Lint the migrations the working tree would run on the live database (squawk plus the
+    expand/contract rules), the same check every deploy makes first."""
+    from bluegreen.migrations import Plan, ReleaseHead, check_contracts, lint
+    from bluegreen.state import StateStore
+
+    cfg = _config(ctx)
+    mig = cfg.migrations
+    if mig is None:
+        _fail("bluegreen.toml has no [migrations] section", 2)
+    env = {**os.environ, **cfg.app.env}
+    if cfg.state.dir_env:
+        env[cfg.state.dir_env] = str(cfg.state.dir)
+    python = sys.executable
+    values = {"python": python, "release": "working-tree", "release_dir": cfg.root, "colour": "-"}
+    if not every and cfg.database is not None:
+        url = subprocess.run(
+            cfg.database.url_command.render(**values),
+            cwd=cfg.root,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if url.returncode != 0:
+            _fail(f"cannot reach the database: {url.stderr.strip() or url.stdout.strip()}")
+        env[cfg.database.env] = url.stdout.strip().splitlines()[-1]
+    argv = mig.plan.render(**values) + (["--from", "base"] if every else [])
+    out = subprocess.run(argv, cwd=cfg.root, env=env, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        _fail(f"the plan command failed: {out.stderr.strip() or out.stdout.strip()}")
+    try:
+        plan = Plan.from_json(out.stdout)
+    except BluegreenError as exc:
+        _fail(exc.message)
+    squawk_cfg = cfg.root / mig.squawk_config
+    beside = Path(sys.executable).parent / "squawk"
+    findings = lint(
+        plan,
+        squawk_executable=str(beside) if beside.exists() else "squawk",
+        squawk_config=squawk_cfg if squawk_cfg.is_file() else None,
+    )
+    refusals = []
+    if cfg.state.db_path.exists() and not every:
+        with StateStore(cfg.state.db_path) as state:
+            cur = state.current()
+            heads = [
+                ReleaseHead(r.id, r.migration_head, "live" if r.id == cur.live_release else "kept")
+                for r in state.releases()
+                if r.path.is_dir()
+            ]
+        refusals = check_contracts(plan, heads)
+    revisions = ", ".join(f"{m.revision} ({m.phase})" for m in plan.revisions) or "none"
+    console.print(f"migrations checked: {revisions}")
+    for f in findings:
+        console.print(f.render(), markup=False, highlight=False)
+    for r in refusals:
+        console.print(r.render(), markup=False, highlight=False)
+    if findings or refusals:
+        err.print(f"[red]✘ {len(findings) + len(refusals)} problem(s)[/red]")
+        raise typer.Exit(1)
+    console.print("[green]✔ clean[/green]")
+
+
 @app.command()
 def status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """What is live, the instances and their health, the running deploy."""

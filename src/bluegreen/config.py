@@ -58,6 +58,19 @@ resolved against the directory holding ``bluegreen.toml``.
     env = "CLINIC_DATABASE_URL"           # required in the section: env var given that URL
     stop_command = "{python} -m clinic db stop"   # optional: run when the daemon stops
 
+    [migrations]                          # optional: schema changes checked before a deploy
+    plan = "{python} -m clinic db plan --json"   # required in the section: prints the
+                                          # release's migration plan (bluegreen.migrations)
+    downgrade = "{python} -m clinic db downgrade {revision}"   # undoes a failed migration
+    scratch_create = "{python} -m clinic db scratch create"    # prints a scratch DB URL
+    scratch_drop = "{python} -m clinic db scratch drop {url}"  # with the live schema
+    squawk_config = ".squawk.toml"        # squawk settings, relative to the release dir
+
+With ``[migrations]`` and ``[database]`` set, a deploy also lints the release's
+migrations (``lint`` step), rehearses them on a scratch copy of the live schema with
+the live release (``rehearse``) and re-checks the live colour after migrating
+(``verify``); see docs/migrations.md.
+
 Command templates are split like a shell would (``shlex``) but never run by a
 shell; placeholders are substituted per argument, so values with spaces stay
 one argument. Placeholders: ``{python}`` (the release's venv python),
@@ -96,6 +109,9 @@ COMMAND_PLACEHOLDERS: frozenset[str] = COMMON_PLACEHOLDERS | {"port"}
 MIGRATE_PLACEHOLDERS: frozenset[str] = COMMON_PLACEHOLDERS
 SMOKE_PLACEHOLDERS: frozenset[str] = COMMON_PLACEHOLDERS | {"base_url"}
 DATABASE_PLACEHOLDERS: frozenset[str] = frozenset({"python", "release", "release_dir"})
+PLAN_PLACEHOLDERS: frozenset[str] = COMMON_PLACEHOLDERS
+DOWNGRADE_PLACEHOLDERS: frozenset[str] = COMMON_PLACEHOLDERS | {"revision"}
+SCRATCH_DROP_PLACEHOLDERS: frozenset[str] = COMMON_PLACEHOLDERS | {"url"}
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -239,6 +255,17 @@ class DatabaseConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MigrationsConfig:
+    """``[migrations]``: how to ask the app about its migrations (see docs/migrations.md)."""
+
+    plan: Template
+    downgrade: Template | None = None
+    scratch_create: Template | None = None
+    scratch_drop: Template | None = None
+    squawk_config: str = ".squawk.toml"
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole validated configuration.
 
@@ -257,6 +284,7 @@ class Config:
     releases: ReleasesConfig
     state: StateConfig
     database: DatabaseConfig | None = None
+    migrations: MigrationsConfig | None = None
     admin_token: str | None = field(default=None, repr=False)
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -331,6 +359,7 @@ def parse_config(
             "releases",
             "state",
             "database",
+            "migrations",
         },
     )
     app = _parse_app(_section(data, "app", required=True))
@@ -352,6 +381,12 @@ def parse_config(
         dir_env=_env_name(state_sec, "state", "dir_env", required=False),
     )
     database = _parse_database(data["database"]) if "database" in data else None
+    migrations = _parse_migrations(data["migrations"]) if "migrations" in data else None
+    if migrations is not None and migrations.scratch_create is not None and database is None:
+        raise ConfigError(
+            "migrations.scratch_create: needs a [database] section (its env names the "
+            "variable that points an instance at the scratch database)"
+        )
     return Config(
         path=path,
         root=root,
@@ -364,6 +399,7 @@ def parse_config(
         releases=releases,
         state=state,
         database=database,
+        migrations=migrations,
         admin_token=_admin_token(environ),
         raw=MappingProxyType(
             {k: dict(v) if isinstance(v, Mapping) else v for k, v in data.items()}
@@ -479,6 +515,30 @@ def _parse_database(raw: object) -> DatabaseConfig:
             if "stop_command" in raw
             else None
         ),
+    )
+
+
+def _parse_migrations(raw: object) -> MigrationsConfig:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"migrations: expected a [migrations] table, got {_tname(raw)}")
+    keys = {"plan", "downgrade", "scratch_create", "scratch_drop", "squawk_config"}
+    _only_keys(raw, "migrations", keys)
+    if "plan" not in raw:
+        raise ConfigError(
+            'migrations.plan: required, e.g. plan = "{python} -m myapp db plan --json"'
+        )
+    if ("scratch_create" in raw) != ("scratch_drop" in raw):
+        raise ConfigError("migrations.scratch_create and migrations.scratch_drop go together")
+
+    def optional(key: str, allowed: frozenset[str]) -> Template | None:
+        return _template(raw, "migrations", key, allowed) if key in raw else None
+
+    return MigrationsConfig(
+        plan=_template(raw, "migrations", "plan", PLAN_PLACEHOLDERS),
+        downgrade=optional("downgrade", DOWNGRADE_PLACEHOLDERS),
+        scratch_create=optional("scratch_create", PLAN_PLACEHOLDERS),
+        scratch_drop=optional("scratch_drop", SCRATCH_DROP_PLACEHOLDERS),
+        squawk_config=_string(raw, "migrations", "squawk_config", ".squawk.toml"),
     )
 
 

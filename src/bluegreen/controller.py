@@ -1,5 +1,5 @@
-"""The deploy state machine: prepare → migrate → start → ready → smoke → approve → switch →
-drain → analyse → retire.
+"""The deploy state machine: prepare → lint → rehearse → migrate → verify → start → ready →
+smoke → approve → switch → drain → analyse → retire.
 
 Promises:
 
@@ -32,11 +32,12 @@ from typing import Any, Protocol
 from bluegreen.checks import AnalysisThresholds, HookResult, Stats, Verdict, analyse, run_hook
 from bluegreen.config import Colour, Config
 from bluegreen.errors import BluegreenError, DeployInProgress, ReadyTimeout
+from bluegreen.migrations import Plan, ReleaseHead, check_contracts, lint, rollback_blockers
 from bluegreen.release import Release, prepare_release
 from bluegreen.router.metrics import ColourStats
 from bluegreen.router.table import Backend, Mode, RoutingTable
 from bluegreen.state import Deploy, DeployStatus, StateStore
-from bluegreen.supervisor import Instance
+from bluegreen.supervisor import Instance, Supervisor
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,10 @@ class Step(enum.StrEnum):
     """Deploy steps, in order."""
 
     PREPARE = "prepare"
+    LINT = "lint"
+    REHEARSE = "rehearse"
     MIGRATE = "migrate"
+    VERIFY = "verify"
     START = "start"
     READY = "ready"
     SMOKE = "smoke"
@@ -71,7 +75,10 @@ class OnFailure(enum.Enum):
 
 _POLICY: dict[Step, OnFailure] = {
     Step.PREPARE: OnFailure.ABORT,
+    Step.LINT: OnFailure.ABORT,
+    Step.REHEARSE: OnFailure.ABORT,
     Step.MIGRATE: OnFailure.ABORT,
+    Step.VERIFY: OnFailure.ABORT,  # after undoing the migration it just applied
     Step.START: OnFailure.ABORT,
     Step.READY: OnFailure.ABORT,
     Step.SMOKE: OnFailure.ABORT,
@@ -98,7 +105,8 @@ def plan(*, manual: bool, rollback: bool = False) -> tuple[Step, ...]:
     """
     if rollback:
         return (Step.START, Step.READY, Step.SWITCH, Step.DRAIN, Step.RETIRE)
-    steps = [Step.PREPARE, Step.MIGRATE, Step.START, Step.READY, Step.SMOKE]
+    steps = [Step.PREPARE, Step.LINT, Step.REHEARSE, Step.MIGRATE, Step.VERIFY]
+    steps += [Step.START, Step.READY, Step.SMOKE]
     if manual:
         steps.append(Step.APPROVE)
     steps += [Step.SWITCH, Step.DRAIN, Step.ANALYSE, Step.RETIRE]
@@ -215,6 +223,12 @@ class StepFailed(BluegreenError):
         self.output = output or message
 
 
+class RollbackRefused(BluegreenError):
+    """The schema is no longer compatible with the release to roll back to."""
+
+    code = "rollback_refused"
+
+
 class NothingToDo(BluegreenError):
     """The operation does not apply now (nothing awaits approval, nothing to roll back...)."""
 
@@ -258,6 +272,8 @@ class _Run:
     candidate_at_switch: ColourStats | None = None
     baseline: ColourStats | None = None
     rollback_reason: str = ""
+    migration_plan: Plan | None = None
+    migrated: bool = False
 
 
 class Controller:
@@ -425,6 +441,9 @@ class Controller:
                     await asyncio.shield(run.task)
                 return run.deploy_id, f"deploy #{run.deploy_id} cancelled before its switch"
             if run.request is not None and run.previous is not None:
+                previous = self.state.current().colours.get(run.previous)
+                if previous is not None:
+                    await self.check_rollback(previous)
                 run.rollback_requested.set()
                 await run.rolled_back.wait()
                 return run.deploy_id, (
@@ -438,6 +457,7 @@ class Controller:
             release = self.release_from_state(cur.previous_release)
             if release is None:
                 raise NothingToDo(f"previous release {cur.previous_release} is gone from disk")
+            await self.check_rollback(release.id)
             deploy_id = self.state.begin_deploy(release.id, "rollback")
             run = _Run(
                 deploy_id=deploy_id,
@@ -449,6 +469,25 @@ class Controller:
             )
             self._launch(run)
             return deploy_id, f"rollback #{deploy_id} to {release.id} started"
+
+    async def check_rollback(self, release_id: str) -> None:
+        """Refuse a rollback to ``release_id`` when a contract migration applied since its
+        schema head removed something it uses (nothing to check without ``[migrations]``)."""
+        cur = self.state.current()
+        if self.config.migrations is None or cur.live_release is None:
+            return
+        target = self.state.release(release_id)
+        live = self.release_from_state(cur.live_release)
+        if target is None or live is None:
+            return
+        plan_ = await self._migration_plan(live, cur.live_colour or "blue")
+        blockers = rollback_blockers(plan_, target_head=target.migration_head)
+        if blockers:
+            raise RollbackRefused(
+                f"rollback to {release_id} refused: the schema is no longer compatible with it ("
+                + "; ".join(blockers)
+                + "). Fix forward: deploy a new release instead."
+            )
 
     def release_from_state(self, release_id: str) -> Release | None:
         """The recorded release ``release_id`` if its directory still exists."""
@@ -692,6 +731,264 @@ class Controller:
             raise StepFailed(f"{name} hook {why}", result.output or f"{name} hook {why}")
         return result.output
 
+    async def _capture(
+        self, argv: Sequence[str], *, cwd: Path, env: Mapping[str, str]
+    ) -> tuple[int, str, str]:
+        """Run ``argv`` and return (exit code, stdout, stderr) — for commands whose stdout
+        is data (a plan, a URL)."""
+        from bluegreen.checks import child_env
+
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            cwd=cwd,
+            env=child_env(env),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), self.config.timeouts.hook)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            return -1, "", f"timed out after {self.config.timeouts.hook:g}s: {' '.join(argv)}"
+        return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
+
+    def _render(
+        self, template: Any, release: Release, colour: Colour, **extra: object
+    ) -> list[str]:
+        argv: list[str] = template.render(
+            python=release.python,
+            release=release.id,
+            release_dir=release.dir,
+            colour=colour,
+            **extra,
+        )
+        return argv
+
+    async def _migration_plan(
+        self, release: Release, colour: Colour, env: Mapping[str, str] | None = None
+    ) -> Plan:
+        mig = self.config.migrations
+        assert mig is not None
+        code, out, err = await self._capture(
+            self._render(mig.plan, release, colour),
+            cwd=release.dir,
+            env=env if env is not None else self.hook_env(release, colour),
+        )
+        if code != 0:
+            raise StepFailed(f"the migration plan command failed (exit {code})", err or out)
+        return Plan.from_json(out)
+
+    def _rollback_candidates(self, new_release: str) -> list[ReleaseHead]:
+        """The live release and every release still kept on disk for a rollback."""
+        cur = self.state.current()
+        heads = []
+        for rec in self.state.releases():
+            if rec.id == new_release or not rec.path.is_dir():
+                continue
+            why = "live" if rec.id == cur.live_release else "kept for rollback"
+            heads.append(ReleaseHead(rec.id, rec.migration_head, why))
+        return heads
+
+    async def _step_lint(self, run: _Run) -> tuple[Any, str]:
+        mig = self.config.migrations
+        if mig is None:
+            return "skipped", "no [migrations] configured"
+        assert run.release is not None
+        plan_ = await self._migration_plan(run.release, run.target)
+        run.migration_plan = plan_
+        self.state.set_migration_head(run.release.id, plan_.head)
+        pending = ", ".join(f"{m.revision} ({m.phase})" for m in plan_.revisions) or "none"
+        squawk_cfg = run.release.dir / mig.squawk_config
+        findings = await asyncio.to_thread(
+            lint,
+            plan_,
+            squawk_executable=_squawk_executable(),
+            squawk_config=squawk_cfg if squawk_cfg.is_file() else None,
+        )
+        refusals = check_contracts(plan_, self._rollback_candidates(run.release.id))
+        if findings or refusals:
+            report = "\n".join([f.render() for f in findings] + [r.render() for r in refusals])
+            what = "lint failed" if findings else "contract migration refused"
+            raise StepFailed(
+                f"migration {what}: nothing was migrated",
+                f"migrations to run: {pending}\n{report}",
+            )
+        return "ok", f"database at {plan_.current or 'empty'}; migrations to run: {pending}; clean"
+
+    def _db_env(self, release: Release, colour: Colour, url: str) -> dict[str, str]:
+        assert self.config.database is not None
+        return {**self.hook_env(release, colour), self.config.database.env: url}
+
+    async def _step_rehearse(self, run: _Run) -> tuple[Any, str]:
+        mig = self.config.migrations
+        plan_ = run.migration_plan
+        if mig is None or mig.scratch_create is None or mig.scratch_drop is None:
+            return "skipped", "no scratch database configured"
+        if plan_ is None or not plan_.revisions:
+            return "skipped", "no migrations to run"
+        live = self._live_release()
+        if live is None or run.previous is None:
+            return "skipped", "nothing is live: no release to break"
+        assert run.release is not None
+        lines: list[str] = []
+        code, out, err = await self._capture(
+            self._render(mig.scratch_create, run.release, run.target),
+            cwd=run.release.dir,
+            env=self.hook_env(run.release, run.target),
+        )
+        url = out.strip().splitlines()[-1] if out.strip() else ""
+        if code != 0 or not url:
+            raise StepFailed("could not create the scratch database", err or out)
+        lines.append("scratch database with the live schema created")
+        try:
+            await self._rehearse_on(url, run, live, lines)
+        finally:
+            await self._capture(
+                self._render(mig.scratch_drop, run.release, run.target, url=url),
+                cwd=run.release.dir,
+                env=self.hook_env(run.release, run.target),
+            )
+        return "ok", "\n".join(lines)
+
+    async def _rehearse_on(self, url: str, run: _Run, live: Release, lines: list[str]) -> None:
+        assert run.release is not None and run.previous is not None
+        broke = "the migration would break the live release"
+        migrate = self.config.hooks.migrate
+        if migrate is not None:
+            result = await self._run_hook(
+                self._render(migrate, run.release, run.target),
+                cwd=run.release.dir,
+                env=self._db_env(run.release, run.target, url),
+                timeout=self.config.timeouts.hook,
+                log=lambda line: logger.info("[rehearse migrate] %s", line),
+            )
+            if not result.ok:
+                raise StepFailed(
+                    f"{broke}: the migration failed on the scratch database",
+                    "\n".join([*lines, result.output]),
+                )
+            lines.append("new release's migrations applied to the scratch database")
+        smoke = self.config.hooks.smoke
+        if smoke is None:
+            lines.append("no smoke hook: the live release was not exercised")
+            return
+        env = self._db_env(live, run.previous, url)
+        supervisor = Supervisor(on_change=lambda: None, log_dir=self.config.state.logs_dir)
+        try:
+            app = self.config.app
+            inst = await supervisor.start_instance(
+                id=f"rehearsal-{next(self._counter)}",
+                colour=run.previous,
+                release=live,
+                command_for=lambda port: app.command.render(
+                    python=live.python,
+                    release=live.id,
+                    release_dir=live.dir,
+                    colour=run.previous,
+                    port=port,
+                ),
+                env=env,
+                cwd=live.dir / app.workdir,
+                live_path=app.live_path,
+                ready_path=app.ready_path,
+            )
+            try:
+                await supervisor.wait_ready([inst], self.config.timeouts.ready)
+            except ReadyTimeout as exc:
+                raise StepFailed(
+                    f"{broke}: it does not become ready on the new schema",
+                    "\n".join([*lines, exc.message]),
+                ) from None
+            lines.append(f"live release {live.id} started on the scratch database")
+            result = await self._run_hook(
+                self._render(smoke, live, run.previous, base_url=inst.url),
+                cwd=live.dir,
+                env=env,
+                timeout=self.config.timeouts.hook,
+                log=lambda line: logger.info("[rehearse smoke] %s", line),
+            )
+            if not result.ok:
+                raise StepFailed(
+                    f"{broke}: its smoke test fails on the new schema",
+                    "\n".join([*lines, result.output]),
+                )
+            lines.append(f"live release {live.id} passed its smoke test on the new schema")
+        finally:
+            await supervisor.stop_all()
+
+    def _live_release(self) -> Release | None:
+        cur = self.state.current()
+        return self.release_from_state(cur.live_release) if cur.live_release else None
+
+    async def _step_verify(self, run: _Run) -> tuple[Any, str]:
+        plan_ = run.migration_plan
+        smoke = self.config.hooks.smoke
+        live = self._live_release()
+        if not run.migrated or plan_ is None or not plan_.revisions:
+            return "skipped", "no migrations ran"
+        if live is None or run.previous is None or smoke is None:
+            return "skipped", "nothing live to verify (or no smoke hook)"
+        base_url = self._listener_url(self.config.listen.public.host, self._public_port())
+        if base_url is None:
+            return "skipped", "no public listener to reach the live colour"
+
+        async def live_smoke() -> HookResult:
+            assert run.previous is not None and live is not None
+            return await self._run_hook(
+                self._render(smoke, live, run.previous, base_url=base_url),
+                cwd=live.dir,
+                env=self.hook_env(live, run.previous),
+                timeout=self.config.timeouts.hook,
+                log=lambda line: logger.info("[verify] %s", line),
+            )
+
+        first = await live_smoke()
+        if first.ok:
+            return "ok", f"live release {live.id} passes its smoke test on the migrated schema"
+        lines = [
+            f"live release {live.id} FAILED its smoke test on the migrated schema:",
+            first.output,
+        ]
+        mig = self.config.migrations
+        if mig is None or mig.downgrade is None:
+            raise StepFailed(
+                "the live release fails on the migrated schema (no downgrade hook)",
+                "\n".join(lines),
+            )
+        assert run.release is not None
+        target = plan_.current or "base"
+        down = await self._run_hook(
+            self._render(mig.downgrade, run.release, run.target, revision=target),
+            cwd=run.release.dir,
+            env=self.hook_env(run.release, run.target),
+            timeout=self.config.timeouts.hook,
+            log=lambda line: logger.info("[downgrade] %s", line),
+        )
+        lines += [f"downgrade to {target}: {'ok' if down.ok else 'FAILED'}", down.output]
+        again = await live_smoke()
+        lines.append(
+            f"live release smoke test after the downgrade: {'ok' if again.ok else 'FAILED'}"
+        )
+        raise StepFailed(
+            "the live release fails on the migrated schema; migrations downgraded"
+            if down.ok
+            else "the live release fails on the migrated schema; downgrade FAILED",
+            "\n".join(lines),
+        )
+
+    def _public_port(self) -> int | None:
+        port = getattr(self.router, "public_port", None)
+        return int(port) if port is not None else None
+
+    @staticmethod
+    def _listener_url(host: str, port: int | None) -> str | None:
+        if port is None:
+            return None
+        return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+
     async def _step_migrate(self, run: _Run) -> tuple[Any, str]:
         hook = self.config.hooks.migrate
         if hook is None:
@@ -703,7 +1000,9 @@ class Controller:
             release_dir=run.release.dir,
             colour=run.target,
         )
-        return "ok", await self._hook(run, "migrate", argv)
+        output = await self._hook(run, "migrate", argv)
+        run.migrated = True
+        return "ok", output
 
     async def _step_start(self, run: _Run) -> tuple[Any, str]:
         assert run.release is not None
@@ -842,6 +1141,12 @@ class Controller:
     def _warm(self, colour: Colour, release_id: str) -> bool:
         instances = self.supervisor.instances(colour)
         return bool(instances) and all(i.release.id == release_id and i.healthy for i in instances)
+
+
+def _squawk_executable() -> str:
+    """squawk from this environment (the squawk-cli wheel), else from PATH."""
+    beside = Path(sys.executable).parent / "squawk"
+    return str(beside) if beside.exists() else "squawk"
 
 
 def _fmt(value: float | int | None) -> str:

@@ -9,6 +9,7 @@ The plan is JSON::
      "head": "0003",                     # the release's newest revision
      "history": ["0001", "0002", "0003"],  # every revision the release knows, base first
      "phases": {"0001": "expand", ...},  # the phase of each revision in history
+     "safe_after": {"0005": "0004"},     # each contract revision's safe_after
      "revisions": [                      # the ones this deploy would run, in order
         {"revision": "0002", "down_revision": "0001", "phase": "expand",
          "removes": [], "safe_after": null, "has_downgrade": true, "sql": "..."}]}
@@ -44,6 +45,8 @@ class Migration:
     removes: tuple[str, ...] = ()
     safe_after: str | None = None
     has_downgrade: bool = True
+    lint_ignore: tuple[str, ...] = ()
+    """squawk rules this migration is exempt from, each with its reason in the migration."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +56,7 @@ class Plan:
     history: tuple[str, ...]
     phases: Mapping[str, str]
     revisions: tuple[Migration, ...]
+    safe_after: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, text: str) -> Plan:
@@ -67,6 +71,7 @@ class Plan:
                     removes=tuple(r.get("removes") or ()),
                     safe_after=r.get("safe_after"),
                     has_downgrade=bool(r.get("has_downgrade", True)),
+                    lint_ignore=tuple(r.get("lint_ignore") or ()),
                 )
                 for r in data.get("revisions", ())
             )
@@ -76,6 +81,7 @@ class Plan:
                 history=tuple(data.get("history", ())),
                 phases=dict(data.get("phases", {})),
                 revisions=revisions,
+                safe_after=dict(data.get("safe_after") or {}),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise PlanError(
@@ -220,8 +226,10 @@ DESTRUCTIVE: tuple[_Rule, ...] = (
 )
 
 _DDL = re.compile(r"^(CREATE|ALTER|DROP|COMMENT|TRUNCATE|UPDATE|INSERT|DELETE)\b")
-_CREATE_INDEX = re.compile(r"^CREATE (UNIQUE )?INDEX\b(?! CONCURRENTLY)(?:.*?) ON (?:ONLY )?(\S+)")
-_CREATE_TABLE = re.compile(r"^CREATE (?:UNLOGGED )?TABLE (?:IF NOT EXISTS )?(\S+)")
+_CREATE_INDEX = re.compile(
+    r"^CREATE (UNIQUE )?INDEX\b(?! CONCURRENTLY)(?:.*?) ON (?:ONLY )?([^\s(]+)"
+)
+_CREATE_TABLE = re.compile(r"^CREATE (?:UNLOGGED )?TABLE (?:IF NOT EXISTS )?([^\s(]+)")
 
 
 def own_rules(m: Migration) -> list[Finding]:
@@ -328,8 +336,6 @@ def squawk(
             executable,
             "--reporter",
             "json",
-            # Alembic runs each migration in a transaction (except autocommit blocks).
-            "--assume-in-transaction",
             *(["--config", str(config)] if config else []),
             *paths,
         ]
@@ -347,7 +353,7 @@ def squawk(
             ) from exc
         for item in reported:
             found = paths.get(str(item.get("file")))
-            if found is None:
+            if found is None or item.get("rule_name") in found.lint_ignore:
                 continue
             m = found
             lines = m.sql.splitlines()
@@ -435,16 +441,22 @@ def check_contracts(plan: Plan, releases: Iterable[ReleaseHead]) -> list[Contrac
 
 def rollback_blockers(plan: Plan, *, target_head: str | None) -> list[str]:
     """Why a release whose schema head is ``target_head`` cannot run on the current schema:
-    the contract migrations applied since. Empty when the rollback is safe (expand only)."""
+    the contract migrations applied since that remove something it still uses (its head is
+    before their ``safe_after``). Empty when the rollback is safe."""
     order = {rev: i for i, rev in enumerate(plan.history)}
     if plan.current is None or target_head == plan.current:
         return []
     if plan.current not in order:
-        return [f"the database is at {plan.current}, which this release's plan does not know"]
+        return [f"the database is at {plan.current}, which the live release does not know"]
     start = -1 if target_head is None else order.get(target_head)
     if start is None:
         return [f"release schema {target_head} is not in the migration history"]
-    between = plan.history[start + 1 : order[plan.current] + 1]
-    return [
-        f"{rev} is a contract migration" for rev in between if plan.phases.get(rev) == "contract"
-    ]
+    blockers = []
+    for rev in plan.history[start + 1 : order[plan.current] + 1]:
+        if plan.phases.get(rev) != "contract":
+            continue
+        safe = plan.safe_after.get(rev)
+        if safe is not None and safe in order and order[safe] <= start:
+            continue  # it removes only what the target release no longer uses
+        blockers.append(f"{rev} is a contract migration that release needs undone")
+    return blockers

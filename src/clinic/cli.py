@@ -173,11 +173,112 @@ def db_upgrade(
 
     settings = with_url(load_settings())
     assert settings.database_url is not None
-    schema.upgrade(settings.database_url, revision)
+    schema.upgrade(settings.database_url, revision, lock_timeout=settings.migration_lock_timeout)
     typer.echo(f"database at {revision}")
-    if seed_smoke:
-        created, _ = _run(lambda s: _seed(s, demo=False, smoke=True), settings)
-        typer.echo(f"smoke-test accounts ready ({created} created)")
+    if seed_smoke or settings.seed_demo:
+        demo = settings.seed_demo
+        created, password = _run(lambda s: _seed(s, demo=demo, smoke=seed_smoke), settings)
+        typer.echo(f"seeded ({created} accounts created)")
+        if password:
+            typer.echo(
+                "demo accounts: maria.rossi@demo.example.org (patient), "
+                f"anna.weber@demo.example.org (doctor); password: {password}"
+            )
+
+
+@db_app.command("downgrade")
+def db_downgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision or 'base'.")],
+) -> None:
+    """Undo migrations down to REVISION (the deployer's way back when the live release fails)."""
+    from clinic.core import schema
+
+    settings = with_url(load_settings())
+    assert settings.database_url is not None
+    schema.downgrade(settings.database_url, revision, lock_timeout=settings.migration_lock_timeout)
+    typer.echo(f"database at {revision}")
+
+
+async def _current_revision(url: str) -> str | None:
+    from clinic.core import schema
+    from clinic.core.db import make_engine
+
+    engine = make_engine(url, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            return await schema.current_revision(conn)
+    finally:
+        await engine.dispose()
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the database's revision ('none' for an empty database)."""
+    settings = with_url(load_settings())
+    assert settings.database_url is not None
+    typer.echo(asyncio.run(_current_revision(settings.database_url)) or "none")
+
+
+@db_app.command("plan")
+def db_plan(
+    start: Annotated[
+        str | None,
+        typer.Option("--from", help="Plan from this revision ('base': empty) instead of the DB's."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON for `bluegreen`.")] = False,
+) -> None:
+    """The migrations this release would run: phase, what they remove, offline SQL."""
+    import json
+
+    from clinic.core.migration_plan import plan
+
+    settings = load_settings()
+    if start is None:
+        settings = with_url(settings)
+        assert settings.database_url is not None
+        current = asyncio.run(_current_revision(settings.database_url))
+    else:
+        current = None if start == "base" else start
+    url = settings.database_url or "postgresql+asyncpg://offline/clinic"
+    try:
+        result = plan(url, current)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    typer.echo(f"database at {result['current'] or 'empty'}, release head {result['head']}")
+    for r in result["revisions"]:
+        removes = f" removes {', '.join(r['removes'])}" if r["removes"] else ""
+        typer.echo(f"  {r['revision']} {r['phase']}{removes}: {r['doc'].splitlines()[0]}")
+
+
+scratch_app = typer.Typer(help="Scratch databases for the deploy rehearsal.", no_args_is_help=True)
+db_app.add_typer(scratch_app, name="scratch")
+
+
+@scratch_app.command("create")
+def scratch_create() -> None:
+    """Create a database with the live schema and the smoke accounts; print its URL."""
+    from clinic.core.scratch import create_scratch
+
+    settings = with_url(load_settings())
+    assert settings.database_url is not None
+    typer.echo(asyncio.run(create_scratch(settings.database_url)))
+
+
+@scratch_app.command("drop")
+def scratch_drop(url: Annotated[str, typer.Argument(help="The URL `create` printed.")]) -> None:
+    """Drop a scratch database (only ever one `create` made)."""
+    from clinic.core.scratch import drop_scratch
+
+    try:
+        asyncio.run(drop_scratch(url))
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo("scratch database dropped")
 
 
 @db_app.command("url")

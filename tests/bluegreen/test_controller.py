@@ -36,7 +36,10 @@ from bluegreen.state import Deploy, StateStore
 def test_step_order() -> None:
     assert [s.value for s in plan(manual=False)] == [
         "prepare",
+        "lint",
+        "rehearse",
         "migrate",
+        "verify",
         "start",
         "ready",
         "smoke",
@@ -326,7 +329,10 @@ async def test_first_deploy_goes_to_blue_then_green(world: Any, tmp_path: Path) 
     assert first.status == "succeeded"
     assert names(first) == [
         ("prepare", "ok"),
+        ("lint", "skipped"),  # no [migrations] in this config
+        ("rehearse", "skipped"),
         ("migrate", "ok"),
+        ("verify", "skipped"),
         ("start", "ok"),
         ("ready", "ok"),
         ("smoke", "ok"),
@@ -344,7 +350,10 @@ async def test_first_deploy_goes_to_blue_then_green(world: Any, tmp_path: Path) 
 
     second = await done(w, await w.controller.start_deploy(DeployRequest(path=tmp_path / "b")))
     assert second.status == "succeeded", second
-    assert [s for s, st in names(second) if st == "ok"] == [s.value for s in plan(manual=False)]
+    migration_steps = {"lint", "rehearse", "verify"}  # skipped without [migrations]
+    assert [s for s, st in names(second) if st == "ok"] == [
+        s.value for s in plan(manual=False) if s.value not in migration_steps
+    ]
     # Preview showed green while blue stayed live; then one swap made green live.
     lives = [(t.live, t.preview_colour()) for t in w.router.tables]
     assert ("blue", "green") in lives

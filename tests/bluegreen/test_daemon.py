@@ -238,7 +238,16 @@ async def test_blue_green_under_load_zero_failures_then_warm_rollback(
     daemon, pids = await daemon_factory()
     first = await deploy(daemon, make_app_dir(tmp_path, "one"))
     assert first.status == "succeeded", first
-    assert [s.name for s in first.steps][:5] == ["prepare", "migrate", "start", "ready", "smoke"]
+    assert [s.name for s in first.steps][:8] == [
+        "prepare",
+        "lint",
+        "rehearse",
+        "migrate",
+        "verify",
+        "start",
+        "ready",
+        "smoke",
+    ]
     assert (await get_json(daemon.public_url + "/version"))["color"] == "blue"
     pids.note()
 

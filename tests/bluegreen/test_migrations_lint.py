@@ -15,11 +15,13 @@ from bluegreen.migrations import (
     split_statements,
 )
 
-PRELUDE = "SET lock_timeout = '5s';\nSET statement_timeout = '60s';\n"
+# What Alembic's offline SQL looks like: one transaction, timeouts set first.
+PRELUDE = "BEGIN;\nSET lock_timeout = '5s';\nSET statement_timeout = '60s';\n"
 
 
 def mig(sql: str, *, phase: str = "expand", rev: str = "0002", **kw: object) -> Migration:
-    return Migration(revision=rev, down_revision="0001", phase=phase, sql=PRELUDE + sql, **kw)  # type: ignore[arg-type]
+    sql = PRELUDE + sql + ";\nCOMMIT;"
+    return Migration(revision=rev, down_revision="0001", phase=phase, sql=sql, **kw)  # type: ignore[arg-type]
 
 
 def rules(m: Migration) -> list[str]:
@@ -109,7 +111,8 @@ def test_squawk_findings_are_reported_with_their_statement() -> None:
 
     exe = str(Path(sys.executable).parent / "squawk")
     bad = mig(
-        "ALTER TABLE users ADD COLUMN nick TEXT DEFAULT 'x';\nALTER TABLE users ADD CONSTRAINT fk FOREIGN KEY (nick) REFERENCES nicks (id)"
+        "ALTER TABLE users ADD COLUMN nick TEXT DEFAULT 'x';\n"
+        "ALTER TABLE users ADD CONSTRAINT fk FOREIGN KEY (nick) REFERENCES nicks (id)"
     )
     plan = Plan(current="0001", head="0002", history=("0001", "0002"), phases={}, revisions=(bad,))
     found = lint(plan, squawk_executable=exe)
@@ -157,5 +160,24 @@ def test_rollback_allowed_only_across_expand_migrations() -> None:
     expand_only = _plan(history=history, phases={r: "expand" for r in history}, current="0004")
     assert rollback_blockers(expand_only, target_head="0002") == []
     with_contract = _plan(history=history, phases={"0003": "contract"}, current="0004")
-    assert rollback_blockers(with_contract, target_head="0002") == ["0003 is a contract migration"]
+    assert rollback_blockers(with_contract, target_head="0002") == [
+        "0003 is a contract migration that release needs undone"
+    ]
     assert rollback_blockers(with_contract, target_head="0003") == []
+    # A contract whose safe_after the target release has reached does not block it.
+    safe = Plan(
+        current="0004",
+        head="0004",
+        history=history,
+        phases={"0003": "contract"},
+        revisions=(),
+        safe_after={"0003": "0002"},
+    )
+    assert rollback_blockers(safe, target_head="0002") == []
+    assert rollback_blockers(safe, target_head="0001") != []
+
+
+def test_index_on_a_table_created_without_a_space_before_its_columns() -> None:
+    sql = "CREATE TABLE jobs(id BIGINT PRIMARY KEY, q TEXT);\nCREATE INDEX jobs_q ON jobs(q)"
+    assert rules(mig(sql)) == []
+    assert rules(mig("CREATE INDEX users_q ON users(q)")) == ["index-not-concurrent"]

@@ -78,11 +78,20 @@ def test_db_url_keep_running_then_stop(tmp_path: Path) -> None:
     assert url.returncode == 0 and url.stdout.startswith("postgresql://"), url.stderr
     upgraded = run("db", "upgrade", "--seed-smoke")
     assert upgraded.returncode == 0, upgraded.stderr
-    assert "smoke-test accounts ready (2 created)" in upgraded.stdout
+    assert "seeded (2 accounts created)" in upgraded.stdout
     # Still running after the commands that attached to it exited.
     assert (var / "pgdata" / "postmaster.pid").exists()
     again = run("db", "upgrade", "--seed-smoke")
-    assert "(0 created)" in again.stdout
+    assert "(0 accounts created)" in again.stdout
+    demo = subprocess.run(
+        [sys.executable, "-m", "clinic", "db", "upgrade"],
+        env={**_env(var), "CLINIC_SEED_DEMO": "1"},
+        capture_output=True,
+        text=True,
+    )
+    assert demo.returncode == 0, demo.stderr
+    assert "seeded (9 accounts created)" in demo.stdout and "password:" in demo.stdout
+    assert (var / "secrets" / "demo-password").stat().st_mode & 0o077 == 0
     stopped = run("db", "stop")
     assert stopped.returncode == 0 and "stopped" in stopped.stdout
     assert not (var / "pgdata" / "postmaster.pid").exists()

@@ -89,6 +89,12 @@ class Settings(BaseSettings):
     clock_offset: timedelta = timedelta(0)
     """Shifts the background jobs' clock (tests and demos "advance the schedule")."""
 
+    migration_lock_timeout: Annotated[str, Field(pattern=r"^\d+(ms|s|min)?$")] = "5s"
+    """How long a migration waits for a table lock before it fails (instead of stalling the
+    live release behind it)."""
+    seed_demo: bool = False
+    """``clinic db upgrade`` also seeds the demo data (``make up`` sets it)."""
+
     smoke_password: str | None = None
     """Password of the synthetic smoke-test accounts. Unset: generated once, kept in
     ``var_dir/secrets/smoke-password`` (owner-only)."""

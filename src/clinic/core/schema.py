@@ -13,9 +13,13 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 
-def alembic_config(url: str | None = None) -> Config:
+def alembic_config(
+    url: str | None = None, *, lock_timeout: str = "5s", statement_timeout: str = "15min"
+) -> Config:
     """Alembic configuration pointing at the packaged migrations (works from any directory)."""
     cfg = Config()
+    cfg.attributes["lock_timeout"] = lock_timeout
+    cfg.attributes["statement_timeout"] = statement_timeout
     cfg.set_main_option("script_location", str(Path(str(files("clinic") / "migrations"))))
     cfg.set_main_option("file_template", "%%(rev)s_%%(slug)s")
     if url is not None:
@@ -23,13 +27,13 @@ def alembic_config(url: str | None = None) -> Config:
     return cfg
 
 
-def upgrade(url: str, revision: str = "head") -> None:
+def upgrade(url: str, revision: str = "head", *, lock_timeout: str = "5s") -> None:
     """Migrate the database at ``url`` to ``revision`` (blocking: from async code, use a thread)."""
-    command.upgrade(alembic_config(url), revision)
+    command.upgrade(alembic_config(url, lock_timeout=lock_timeout), revision)
 
 
-def downgrade(url: str, revision: str) -> None:
-    command.downgrade(alembic_config(url), revision)
+def downgrade(url: str, revision: str, *, lock_timeout: str = "5s") -> None:
+    command.downgrade(alembic_config(url, lock_timeout=lock_timeout), revision)
 
 
 @lru_cache(maxsize=1)

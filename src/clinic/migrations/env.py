@@ -26,8 +26,13 @@ def _render_item(type_: str, obj: object, autogen_context: AutogenContext) -> st
     return False
 
 
-# A migration that waits on a busy table fails fast instead of stalling the live release.
-LOCK_TIMEOUT = config.attributes.get("lock_timeout", "5s")
+# A migration that waits on a busy table fails fast instead of stalling the live release
+# (every query of the live colour would queue behind its lock request); a runaway statement
+# is stopped too. Both are set before any migration, online and in the offline SQL.
+TIMEOUTS = (
+    f"SET lock_timeout = '{config.attributes.get('lock_timeout', '5s')}'",
+    f"SET statement_timeout = '{config.attributes.get('statement_timeout', '15min')}'",
+)
 
 
 def run_migrations_offline() -> None:
@@ -41,11 +46,14 @@ def run_migrations_offline() -> None:
         include_name=include_name,
     )
     with context.begin_transaction():
+        for statement in TIMEOUTS:
+            context.execute(statement)
         context.run_migrations()
 
 
 def _run(connection: Connection) -> None:
-    connection.exec_driver_sql(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
+    for statement in TIMEOUTS:
+        connection.exec_driver_sql(statement)
     connection.commit()  # end the implicit transaction so Alembic's own one commits
     context.configure(
         connection=connection,

@@ -18,6 +18,8 @@ revision: str = "0002"
 down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+# procrastinate's own schema (applied verbatim) uses bigserial; our tables use identities.
+lint_ignore = ["prefer-identity"]
 
 
 APPEND_ONLY_FUNCTION = """
