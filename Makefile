@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/slots.py
 	$(BIN)/python bench/booking_race.py
 	$(BIN)/python bench/router.py
+	$(BIN)/python bench/signalling.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

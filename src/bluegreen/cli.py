@@ -166,6 +166,8 @@ def up(
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
+        # Health checks poll every instance twice a second: their requests are not news.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
         try:
             code = asyncio.run(run_daemon(config, token=token, initial=initial))
         except BluegreenError as exc:

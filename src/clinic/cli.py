@@ -78,8 +78,12 @@ async def _seed(settings: Settings, *, demo: bool, smoke: bool) -> tuple[int, st
     created, demo_password = 0, None
     try:
         if demo:
+            from clinic.visits.demo import seed_demo_visit
+
             demo_password = generated_secret(settings.secret_file("demo-password"), length=9)
             created += await seed_demo(sessions, settings, demo_password)
+            # A video visit Maria and Dr. Weber can join right away.
+            await seed_demo_visit(sessions, settings)
         if smoke:
             created += await seed_smoke(sessions, settings, smoke_password(settings))
     finally:

@@ -26,7 +26,8 @@ from clinic.core.db import utcnow
 from clinic.core.errors import ClinicError, Conflict, IdempotencyKeyReused, InvalidInput
 from clinic.scheduling import service as scheduling
 from clinic.scheduling.pages import local_midnight, monday_of, parse_day
-from clinic.web.deps import CsrfChecked, CurrentActor, Session, SettingsDep
+from clinic.visits import service as visits
+from clinic.web.deps import CsrfChecked, CurrentActor, Session, SettingsDep, app_state
 from clinic.web.render import viewer_zone
 
 router = APIRouter(include_in_schema=False)
@@ -194,6 +195,13 @@ async def _detail_page(
     view, events = await service.get_appointment(
         session=session, actor=actor, appointment_id=appointment_id
     )
+    # The visit: a join link inside its window, its notes for the patient and the doctor only.
+    visit = await visits.visit_summary(
+        session=session,
+        actor=actor,
+        appointment_id=appointment_id,
+        settings=app_state(request).settings,
+    )
     choices: dict[date, list[datetime]] = {}
     if view.appointment.status == "booked":
         now = utcnow()
@@ -221,6 +229,7 @@ async def _detail_page(
         choices=list(choices.items()),
         values=values or {},
         errors=errors or {},
+        visit=visit,
     )
 
 

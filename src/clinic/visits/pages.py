@@ -1,0 +1,69 @@
+"""HTML pages for visits: the video visit itself, and the doctor's note form."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from clinic.accounts.pages import flash, login_redirect, page, redirect, text
+from clinic.appointments import service as appointments
+from clinic.core.db import utcnow
+from clinic.core.errors import ClinicError, NotFound
+from clinic.visits import service
+from clinic.web.deps import CsrfChecked, CurrentActor, Session, SettingsDep
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/visits/{appointment_id}")
+async def visit_page(
+    appointment_id: int,
+    request: Request,
+    actor: CurrentActor,
+    session: Session,
+    settings: SettingsDep,
+) -> Response:
+    """The video visit: inside the join window the call, outside it when it opens and closes."""
+    if actor is None:
+        return login_redirect(request)
+    now = utcnow()
+    summary = await service.visit_summary(
+        session=session, actor=actor, appointment_id=appointment_id, settings=settings, now=now
+    )
+    if summary is None:
+        raise NotFound("No such visit.")
+    view, _ = await appointments.get_appointment(
+        session=session, actor=actor, appointment_id=appointment_id
+    )
+    if summary.ended or view.appointment.status != "booked":
+        closed = "This visit has ended." if summary.ended else "This appointment is not booked."
+    else:
+        closed = service.window_message(summary.window, actor.time_zone, now)
+    return page(
+        request,
+        "visits/visit.html",
+        summary=summary,
+        view=view,
+        a=view.appointment,
+        closed_message=closed,
+    )
+
+
+@router.post("/visits/{appointment_id}/note", dependencies=[CsrfChecked])
+async def write_note(
+    appointment_id: int, request: Request, actor: CurrentActor, session: Session
+) -> Response:
+    if actor is None:
+        return login_redirect(request, f"/appointments/{appointment_id}")
+    form = await request.form()
+    try:
+        await service.write_note(
+            session=session, actor=actor, appointment_id=appointment_id, body=text(form, "note")
+        )
+    except ClinicError as exc:
+        if isinstance(exc, NotFound):
+            raise
+        flash(request, exc.message)
+        return redirect(f"/appointments/{appointment_id}")
+    flash(request, "The visit note is saved.")
+    return redirect(f"/appointments/{appointment_id}#visit-notes")
