@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import itertools
 import logging
@@ -443,7 +444,12 @@ class Controller:
             if run.request is not None and run.previous is not None:
                 previous = self.state.current().colours.get(run.previous)
                 if previous is not None:
-                    await self.check_rollback(previous)
+                    # The deploy's own plan says what it migrated: no process to start, so
+                    # the warm rollback stays instant.
+                    known = run.migration_plan
+                    if known is not None and run.migrated:
+                        known = dataclasses.replace(known, current=known.head)
+                    await self.check_rollback(previous, plan=known)
                 run.rollback_requested.set()
                 await run.rolled_back.wait()
                 return run.deploy_id, (
@@ -470,9 +476,10 @@ class Controller:
             self._launch(run)
             return deploy_id, f"rollback #{deploy_id} to {release.id} started"
 
-    async def check_rollback(self, release_id: str) -> None:
+    async def check_rollback(self, release_id: str, *, plan: Plan | None = None) -> None:
         """Refuse a rollback to ``release_id`` when a contract migration applied since its
-        schema head removed something it uses (nothing to check without ``[migrations]``)."""
+        schema head removed something it uses (nothing to check without ``[migrations]``).
+        ``plan``: the live release's migration plan when already known."""
         cur = self.state.current()
         if self.config.migrations is None or cur.live_release is None:
             return
@@ -480,7 +487,7 @@ class Controller:
         live = self.release_from_state(cur.live_release)
         if target is None or live is None:
             return
-        plan_ = await self._migration_plan(live, cur.live_colour or "blue")
+        plan_ = plan or await self._migration_plan(live, cur.live_colour or "blue")
         blockers = rollback_blockers(plan_, target_head=target.migration_head)
         if blockers:
             raise RollbackRefused(

@@ -3,20 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
-import random
+import re
 import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,201 +14,31 @@ import aiohttp
 import asyncpg
 import httpx
 import pytest
+from bluegreen_harness import (
+    IGNORE,
+    REPO,
+    SMOKE_PASSWORD,
+    Stats,
+    bluegreen,
+    booking_loop,
+    clinic,
+    free_slots,
+    get_loop,
+    make_config,
+    pid_alive,
+    state_root,
+    status,
+    wait_idle_live,
+)
 
 pytestmark = pytest.mark.slow
+__all__ = ["state_root"]  # the fixture, imported so pytest finds it here
 
-REPO = Path(__file__).resolve().parents[2]
 CYCLES = 10  # deploy + rollback cycles wanted (the issue asks for 10) ...
 TIME_BUDGET = 180.0  # ... as many as fit in this many seconds
 TARGET_RATE = 300  # requests per second the load generator aims at (bounded)
 GET_CLIENTS = 24
 BOOKING_CLIENTS = 2
-TOKEN = "e2e-admin-token-0123456789abcdef"
-SMOKE_PASSWORD = "e2e-smoke-password-4711"
-IGNORE = shutil.ignore_patterns(".git", ".venv", "var", "__pycache__", "*.egg-info", ".*cache")
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except FileNotFoundError:
-        return False
-
-
-def make_config(tmp: Path) -> Path:
-    """The repo's bluegreen.toml with free ports, a temp state dir and short timings."""
-    text = (REPO / "bluegreen.toml").read_text()
-    for addr in ("127.0.0.1:8000", "127.0.0.1:8001", "127.0.0.1:8002"):
-        assert addr in text
-        text = text.replace(f'"{addr}"', '"127.0.0.1:0"')
-    swaps = {
-        'dir = "var/releases"': f'dir = "{tmp}/var/releases"',
-        'dir = "var"': f'dir = "{tmp}/var"',
-        "analysis_window = 30": "analysis_window = 3",
-        "scale_down_delay = 300": "scale_down_delay = 120",
-        "drain = 10": "drain = 5",
-        "ready = 60": "ready = 90",
-    }
-    for old, new in swaps.items():
-        assert old in text, old
-        text = text.replace(old, new)
-    path = tmp / "bluegreen.toml"
-    path.write_text(text)
-    return path
-
-
-def env(tmp: Path) -> dict[str, str]:
-    e = {k: v for k, v in os.environ.items() if not k.startswith("CLINIC_")}
-    e.update(
-        BLUEGREEN_ADMIN_TOKEN=TOKEN,
-        CLINIC_SMOKE_PASSWORD=SMOKE_PASSWORD,
-        CLINIC_VAR_DIR=str(tmp / "var"),
-        CLINIC_LOGIN_SLOWDOWN_SECONDS="0",
-        PYTHONPATH=str(REPO / "src"),
-    )
-    return e
-
-
-def bluegreen(tmp: Path, config: Path, *args: str, timeout: float = 300) -> str:
-    proc = subprocess.run(
-        [sys.executable, "-m", "bluegreen", "--config", str(config), *args],
-        env=env(tmp),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    assert proc.returncode == 0, (
-        f"bluegreen {args}: {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    )
-    return proc.stdout
-
-
-def clinic(tmp: Path, *args: str, extra: dict[str, str] | None = None) -> str:
-    proc = subprocess.run(
-        [sys.executable, "-m", "clinic", *args],
-        env={**env(tmp), **(extra or {})},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, f"clinic {args}: {proc.stdout}\n{proc.stderr}"
-    return proc.stdout
-
-
-@dataclass
-class Stats:
-    ok: int = 0
-    failures: list[str] = field(default_factory=list)
-    colours: list[tuple[float, str | None]] = field(default_factory=list)
-    bookings: dict[str, int] = field(default_factory=dict)  # idempotency key -> appointment id
-
-
-async def get_loop(
-    session: aiohttp.ClientSession, base: str, stats: Stats, stop: asyncio.Event, interval: float
-) -> None:
-    paths = ["/", "/api/v1/doctors", "/version"]
-    while not stop.is_set():
-        path = random.choice(paths)
-        started = time.time()
-        try:
-            async with session.get(base + path) as resp:
-                body = await resp.read()
-                if resp.status >= 500 or (path != "/api/v1/doctors" and resp.status != 200):
-                    stats.failures.append(f"GET {path}: {resp.status} {body[:200]!r}")
-                else:
-                    stats.ok += 1
-                    if path == "/version":
-                        stats.colours.append((started, json.loads(body).get("color")))
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            stats.failures.append(f"GET {path}: {exc!r}")
-        await asyncio.sleep(max(0.0, interval - (time.time() - started)))
-
-
-async def booking_loop(
-    session: aiohttp.ClientSession,
-    base: str,
-    stats: Stats,
-    stop: asyncio.Event,
-    slots: asyncio.Queue[tuple[int, str]],
-    auth: dict[str, str],
-) -> None:
-    while not stop.is_set() and not slots.empty():
-        doctor_id, starts_at = slots.get_nowait()
-        key = f"e2e-{uuid.uuid4()}"
-        body = {"doctor_id": doctor_id, "starts_at": starts_at, "reason": key}
-        for _attempt in range(5):  # a retry with the same key must not double-book
-            try:
-                async with session.post(
-                    base + "/api/v1/appointments",
-                    json=body,
-                    headers={**auth, "Idempotency-Key": key},
-                ) as resp:
-                    data = await resp.json(content_type=None)
-                    if resp.status in (200, 201):
-                        stats.bookings[key] = int(data["id"])
-                        stats.ok += 1
-                    elif resp.status >= 500:
-                        stats.failures.append(f"POST booking: {resp.status} {data}")
-                        continue
-                    # 409: slot taken meanwhile - not a failure of the deploy
-                    break
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                stats.failures.append(f"POST booking: {exc!r}")
-        await asyncio.sleep(0.2)
-
-
-async def free_slots(base: str, auth: dict[str, str]) -> list[tuple[int, str]]:
-    async with httpx.AsyncClient(base_url=base, headers=auth, trust_env=False, timeout=30) as c:
-        doctors = (await c.get("/api/v1/doctors")).json()
-        start = datetime.now(UTC) + timedelta(days=2)
-        out: list[tuple[int, str]] = []
-        for d in doctors[:6]:
-            resp = await c.get(
-                f"/api/v1/doctors/{d['id']}/slots",
-                params={"start": start.isoformat(), "end": (start + timedelta(days=5)).isoformat()},
-            )
-            if resp.status_code == 200:
-                out += [(int(d["id"]), s["starts_at"]) for s in resp.json()["slots"]]
-    random.shuffle(out)
-    return out
-
-
-def status(tmp: Path, config: Path) -> dict[str, Any]:
-    data = json.loads(bluegreen(tmp, config, "status", "--json"))
-    assert isinstance(data, dict)
-    return data
-
-
-async def wait_idle_live(tmp: Path, config: Path, within: float = 300) -> dict[str, Any]:
-    deadline = time.monotonic() + within
-    while True:
-        st = await asyncio.to_thread(status, tmp, config)
-        if (
-            st["live_colour"]
-            and st["running_deploy"] is None
-            and all(i["healthy"] for i in st["instances"])
-        ):
-            return st
-        assert time.monotonic() < deadline, f"not idle: {st}"
-        await asyncio.sleep(1)
-
-
-@pytest.fixture
-def state_root() -> Iterator[Path]:
-    """A world-traversable temp dir: the embedded PostgreSQL runs as another user when we are
-    root, and pytest keeps its own tmp dirs owner-only (re-applied by every pytest run)."""
-    d = Path(tempfile.mkdtemp(prefix="bluegreen-e2e-"))
-    d.chmod(0o755)
-    yield d
-    pid_file = d / "var" / "pgdata" / "postmaster.pid"
-    if pid_file.exists():  # the test failed before `down`: do not leak the server
-        with contextlib.suppress(ValueError, OSError):
-            os.kill(int(pid_file.read_text().split()[0]), signal.SIGTERM)
-            time.sleep(2)
-    shutil.rmtree(d, ignore_errors=True)
 
 
 async def test_clinic_deploy_rollback_cycles_under_load(state_root: Path) -> None:
@@ -293,6 +113,9 @@ async def test_clinic_deploy_rollback_cycles_under_load(state_root: Path) -> Non
                     assert recent and set(recent) == {new_colour}, recent[:10]
                     rb = await asyncio.to_thread(bluegreen, tmp_path, config, "rollback")
                     back_at = time.time()
+                    # Easy rollback: back to the warm colour well under a second.
+                    seconds = float(re.search(r"\(([\d.]+)s\)", rb).group(1))  # type: ignore[union-attr]
+                    assert seconds < 0.5, rb
                     await asyncio.sleep(0.5)
                     recent = [c for t, c in stats.colours if t > back_at]
                     assert recent and set(recent) == {old_colour}, recent[:10]
