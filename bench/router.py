@@ -26,6 +26,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Coroutine
 from pathlib import Path
@@ -34,6 +35,7 @@ from typing import Any
 HERE = Path(__file__).resolve()
 SRC = HERE.parent.parent / "src"
 PY = sys.executable
+VAR_DIR = Path(tempfile.gettempdir()) / "bench-router-var"
 
 
 # -- process plumbing -----------------------------------------------------------------
@@ -55,21 +57,28 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_upstream(port: int, *, kind: str = "tiny", name: str = "blue-1") -> subprocess.Popen[str]:
+def start_upstream(
+    port: int, *, kind: str = "clinic", name: str = "blue-1", db_url: str | None = None
+) -> subprocess.Popen[str]:
     """Start one app instance listening on 127.0.0.1:``port``.
 
-    ``tiny``: a small aiohttp app answering ``GET /version`` with a small JSON body.
-    ``clinic``: the real app. STUB: ``python -m clinic serve`` needs a database and is not
-    ready yet; the command is the one the clinic package will provide.
+    ``clinic``: the real app (``python -m clinic serve``) on the bench's own database.
+    ``tiny``: a small aiohttp app answering ``GET /version``, to see the router alone.
     """
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
     if kind == "tiny":
         cmd = [PY, str(HERE), "_upstream", "--port", str(port), "--name", name]
     elif kind == "clinic":
+        from harness import clinic_env
+
+        assert db_url is not None
         cmd = [PY, "-m", "clinic", "serve", "--port", str(port)]
+        env.update(clinic_env(db_url, VAR_DIR), BLUEGREEN_COLOR=name.split("-")[0])
     else:
         raise ValueError(f"unknown upstream kind {kind!r}")
-    env = {**os.environ, "PYTHONPATH": str(SRC)}
-    return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, text=True)
+    return subprocess.Popen(
+        cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, text=True
+    )
 
 
 def wait_listening(port: int, proc: subprocess.Popen[str], timeout: float = 15.0) -> None:
@@ -256,12 +265,21 @@ async def load_main(url: str, conns: int, duration: float, warmup: float) -> Non
 
 
 def bench(args: argparse.Namespace) -> dict[str, Any]:
+    if args.upstream == "clinic":
+        from harness import database
+
+        with database() as url:
+            return _bench(args, url)
+    return _bench(args, None)
+
+
+def _bench(args: argparse.Namespace, db_url: str | None) -> dict[str, Any]:
     procs: list[subprocess.Popen[str]] = []
     try:
         blue_port, green_port = free_port(), free_port()
-        blue = start_upstream(blue_port, kind=args.upstream, name="blue-1")
+        blue = start_upstream(blue_port, kind=args.upstream, name="blue-1", db_url=db_url)
         procs.append(blue)
-        green = start_upstream(green_port, kind=args.upstream, name="green-1")
+        green = start_upstream(green_port, kind=args.upstream, name="green-1", db_url=db_url)
         procs.append(green)
         wait_listening(blue_port, blue)
         wait_listening(green_port, green)
@@ -394,9 +412,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
         "--upstream",
-        choices=("tiny", "clinic"),
-        default="tiny",
-        help="tiny: built-in aiohttp app; clinic: `python -m clinic serve` (STUB, needs a DB)",
+        choices=("clinic", "tiny"),
+        default="clinic",
+        help="clinic: one real clinic instance per colour; tiny: a minimal aiohttp app",
     )
     p.add_argument("--path", default="/version", help="path the load generator requests")
     p.add_argument("--conns", type=int, default=64, help="concurrent keep-alive connections")
