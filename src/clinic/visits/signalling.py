@@ -227,9 +227,11 @@ class Participant:
             try:
                 text = await self.websocket.receive_text()
             except WebSocketDisconnect as exc:
-                # A client closing on purpose (1000, 1001: tab closed) left; anything else
-                # (1006 dropped, 1012 this server shutting down) is expected to come back.
-                left = exc.code in (1000, 1001)
+                # Only a normal close (1000, or the `leave` message) means the person left.
+                # 1001 "going away" is also what the router sends when it drains a colour,
+                # so like 1006 (dropped) it counts as a disconnect: the client is expected
+                # back, and presence expires if it does not return.
+                left = exc.code == 1000
                 self._outcome = ("left" if left else "disconnected", exc.code)
                 return
             try:
