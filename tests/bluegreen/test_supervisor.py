@@ -279,7 +279,10 @@ async def test_instance_env_has_identity_and_no_admin_token(
         live_path="/healthz/live",
         ready_path="/healthz/ready",
     )
-    await eventually(lambda: any("BLUEGREEN_ADMIN_TOKEN" in x for x in inst.logs()), 5, "env")
+    # The program's last line (the supervisor's own "started" line quotes the command too).
+    await eventually(
+        lambda: any(x.startswith("BLUEGREEN_ADMIN_TOKEN ") for x in inst.logs()), 5, "env"
+    )
     logs = inst.logs()
     assert "BLUEGREEN_RELEASE r-test" in logs
     assert "BLUEGREEN_COLOUR green" in logs
