@@ -875,7 +875,7 @@ class Controller:
             if not result.ok:
                 raise StepFailed(
                     f"{broke}: the migration failed on the scratch database",
-                    "\n".join([*lines, result.output]),
+                    _story(lines, result.output),
                 )
             lines.append("new release's migrations applied to the scratch database")
         smoke = self.config.hooks.smoke
@@ -907,7 +907,7 @@ class Controller:
             except ReadyTimeout as exc:
                 raise StepFailed(
                     f"{broke}: it does not become ready on the new schema",
-                    "\n".join([*lines, exc.message]),
+                    _story(lines, exc.message),
                 ) from None
             lines.append(f"live release {live.id} started on the scratch database")
             result = await self._run_hook(
@@ -920,7 +920,7 @@ class Controller:
             if not result.ok:
                 raise StepFailed(
                     f"{broke}: its smoke test fails on the new schema",
-                    "\n".join([*lines, result.output]),
+                    _story(lines, result.output),
                 )
             lines.append(f"live release {live.id} passed its smoke test on the new schema")
         finally:
@@ -1162,6 +1162,18 @@ def _fmt(value: float | int | None) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
+
+
+def _story(lines: Sequence[str], output: str) -> str:
+    """What the step did (``lines``, kept whole), then the failing command's output: its start
+    and its end when it is too long (a smoke test's steps come first, its error last), so the
+    result fits in :data:`OUTPUT_LIMIT` and :func:`_tail` cuts none of it."""
+    head = "\n".join(lines)
+    room = max(OUTPUT_LIMIT - len(head) - 1, 1000)
+    if len(output) > room:
+        keep = room - 1
+        output = output[: keep // 3] + "…" + output[-(keep - keep // 3) :]
+    return f"{head}\n{output}" if head else output
 
 
 def _tail(text: str) -> str:

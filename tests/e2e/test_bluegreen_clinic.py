@@ -80,7 +80,7 @@ async def test_clinic_deploy_rollback_cycles_under_load(state_root: Path) -> Non
         cycles: list[dict[str, Any]] = []
         t_load = time.monotonic()
         async with aiohttp.ClientSession(
-            timeout=timeout, connector=aiohttp.TCPConnector(limit=64)
+            timeout=timeout, connector=aiohttp.TCPConnector(limit=GET_CLIENTS + BOOKING_CLIENTS)
         ) as session:
             interval = GET_CLIENTS / TARGET_RATE
             tasks = [
