@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import sqlparse
+
 from bluegreen.errors import BluegreenError
 
 
@@ -112,49 +114,15 @@ class Finding:
 
 # -- SQL statements --------------------------------------------------------------------
 
-_DOLLAR = re.compile(r"\$[A-Za-z_]*\$")
-
 
 def split_statements(sql: str) -> list[str]:
-    """Split SQL into statements at top-level semicolons (quotes, dollar-quoted bodies and
-    comments respected)."""
-    out: list[str] = []
-    buf: list[str] = []
-    i, n = 0, len(sql)
-    while i < n:
-        c = sql[i]
-        if c == "-" and sql.startswith("--", i):
-            j = sql.find("\n", i)
-            i = n if j < 0 else j + 1
-            continue
-        if c == "'":
-            j = i + 1
-            while j < n:
-                if sql[j] == "'" and not sql.startswith("''", j):
-                    break
-                j += 2 if sql.startswith("''", j) else 1
-            buf.append(sql[i : j + 1])
-            i = j + 1
-            continue
-        if c == "$" and (m := _DOLLAR.match(sql, i)):
-            tag = m.group(0)
-            j = sql.find(tag, m.end())
-            j = n if j < 0 else j + len(tag)
-            buf.append(sql[i:j])
-            i = j
-            continue
-        if c == ";":
-            stmt = "".join(buf).strip()
-            if stmt:
-                out.append(stmt)
-            buf = []
-            i += 1
-            continue
-        buf.append(c)
-        i += 1
-    tail = "".join(buf).strip()
-    if tail:
-        out.append(tail)
+    """The statements of ``sql``, comments dropped (sqlparse respects quotes, dollar-quoted
+    bodies and comments)."""
+    out = []
+    for statement in sqlparse.split(sql, strip_semicolon=True):
+        text = sqlparse.format(statement, strip_comments=True).strip()
+        if text:
+            out.append(text)
     return out
 
 

@@ -226,6 +226,17 @@ async def book_appointment(
     return view, True
 
 
+async def _audit_update(session: AsyncSession, who: Actor, appt: Appointment) -> None:
+    """A change to an appointment is a change to its patient's data."""
+    await audit.record(
+        session,
+        actor=who,
+        patient_id=appt.patient_id,
+        action="update",
+        subject=f"appointment:{appt.id}",
+    )
+
+
 async def _load_for_update(
     session: AsyncSession, actor: Actor | None, appointment_id: int
 ) -> tuple[Actor, Appointment]:
@@ -311,13 +322,7 @@ async def cancel_appointment(
             )
         )
         await notify.appointment_changed(session, appointment=appt, change="cancelled")
-        await audit.record(
-            session,
-            actor=who,
-            patient_id=appt.patient_id,
-            action="update",
-            subject=f"appointment:{appt.id}",
-        )
+        await _audit_update(session, who, appt)
     view, _ = await _get(session, actor, appointment_id, audited=False)
     return view
 
@@ -369,13 +374,7 @@ async def reschedule_appointment(
             await notify.appointment_changed(
                 session, appointment=appt, change="rescheduled", previous_start=old_start
             )
-            await audit.record(
-                session,
-                actor=who,
-                patient_id=appt.patient_id,
-                action="update",
-                subject=f"appointment:{appt.id}",
-            )
+            await _audit_update(session, who, appt)
     except IntegrityError as exc:
         raise _conflict(exc) from exc
     view, _ = await _get(session, actor, appointment_id, audited=False)
@@ -405,13 +404,7 @@ async def mark_appointment(
         session.add(
             AppointmentEvent(appointment_id=appt.id, kind=status.value, actor_id=who.user_id)
         )
-        await audit.record(
-            session,
-            actor=who,
-            patient_id=appt.patient_id,
-            action="update",
-            subject=f"appointment:{appt.id}",
-        )
+        await _audit_update(session, who, appt)
     view, _ = await _get(session, actor, appointment_id, audited=False)
     return view
 

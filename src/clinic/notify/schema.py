@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from importlib.resources import files
 
+import sqlparse
+
 SCHEMA_FILE = "procrastinate-3.10-schema.sql"
 PROCRASTINATE_TABLES = (
     "procrastinate_events",
@@ -23,52 +25,14 @@ def procrastinate_sql() -> str:
 
 
 def split_statements(sql: str) -> list[str]:
-    """Split SQL on top-level semicolons, respecting quotes, dollar quotes and comments.
-
-    asyncpg prepares every statement, and a prepared statement holds one command only.
-    """
-    statements: list[str] = []
-    current: list[str] = []
-    i, n = 0, len(sql)
-    while i < n:
-        ch = sql[i]
-        if sql.startswith("--", i):
-            end = sql.find("\n", i)
-            i = n if end == -1 else end + 1
-            current.append("\n")
-            continue
-        if ch == "'":
-            end = i + 1
-            while True:
-                end = sql.index("'", end)
-                if sql.startswith("''", end):
-                    end += 2
-                    continue
-                break
-            current.append(sql[i : end + 1])
-            i = end + 1
-            continue
-        if ch == "$":
-            close = sql.find("$", i + 1)
-            tag = sql[i : close + 1] if close != -1 else ""
-            if tag and (tag == "$$" or tag[1:-1].replace("_", "").isalnum()):
-                end = sql.index(tag, close + 1) + len(tag)
-                current.append(sql[i:end])
-                i = end
-                continue
-        if ch == ";":
-            statement = "".join(current).strip()
-            if statement:
-                statements.append(statement)
-            current = []
-            i += 1
-            continue
-        current.append(ch)
-        i += 1
-    tail = "".join(current).strip()
-    if tail:
-        statements.append(tail)
-    return statements
+    """One string per statement, comments dropped (sqlparse respects quotes and dollar
+    quotes). asyncpg prepares every statement, and a prepared statement holds one command."""
+    out = []
+    for statement in sqlparse.split(sql, strip_semicolon=True):
+        text = sqlparse.format(statement, strip_comments=True).strip()
+        if text:
+            out.append(text)
+    return out
 
 
 def procrastinate_statements() -> list[str]:
