@@ -3,7 +3,8 @@
 Who may do what:
 - a patient sees and changes only their own profile and appointments;
 - a doctor sees their own schedule and the appointments booked with them;
-- an admin approves doctors and sees everything.
+- an admin approves doctors and sees everything — except video visits: only the
+  appointment's patient and its (approved) doctor join a visit or read its notes.
 
 A resource the actor may not see is reported as missing (404), so ids cannot be probed.
 """
@@ -11,6 +12,7 @@ A resource the actor may not see is reported as missing (404), so ids cannot be 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 from clinic.accounts.models import Role
 from clinic.core.errors import Forbidden, NotAuthenticated, NotFound
@@ -80,3 +82,29 @@ def ensure_may_see_patient(actor: Actor | None, patient_id: int) -> Actor:
     if actor.role is Role.ADMIN or actor.user_id == patient_id:
         return actor
     raise NotFound("No such patient.")
+
+
+class VisitRole(StrEnum):
+    PATIENT = "patient"
+    DOCTOR = "doctor"
+
+    @property
+    def peer(self) -> VisitRole:
+        return VisitRole.DOCTOR if self is VisitRole.PATIENT else VisitRole.PATIENT
+
+
+def participant_role(actor: Actor | None, *, patient_id: int, doctor_id: int) -> VisitRole:
+    """The actor's role in the visit of this appointment; refuses everyone else."""
+    actor = authenticated(actor)
+    if actor.role is Role.PATIENT and actor.user_id == patient_id:
+        return VisitRole.PATIENT
+    if actor.role is Role.DOCTOR and actor.user_id == doctor_id:
+        if not actor.approved:
+            raise Forbidden("Your doctor account must be approved before you can hold visits.")
+        return VisitRole.DOCTOR
+    raise NotFound("No such visit.")
+
+
+def require_visit_doctor(role: VisitRole, what: str) -> None:
+    if role is not VisitRole.DOCTOR:
+        raise Forbidden(f"Only the doctor can {what}.")

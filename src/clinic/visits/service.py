@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from clinic.accounts.guards import Actor
+from clinic.accounts.guards import Actor, VisitRole, participant_role, require_visit_doctor
 from clinic.accounts.models import User
 from clinic.appointments.models import Appointment, AppointmentEvent, Status
 from clinic.audit import service as audit
@@ -25,7 +25,6 @@ from clinic.core.config import Settings
 from clinic.core.db import utcnow
 from clinic.core.errors import ClinicError, InvalidInput, InvalidState, NotAuthenticated, NotFound
 from clinic.visits import tokens
-from clinic.visits.guards import VisitRole, participant_role, require_visit_doctor
 from clinic.visits.models import Visit, VisitEvent, VisitNote, VisitPresence
 from clinic.visits.window import JoinWindow, WindowState, join_window
 

@@ -19,7 +19,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.websockets import WebSocketState
 
 from clinic.accounts import service as accounts
-from clinic.accounts.guards import Actor
+from clinic.accounts.guards import Actor, VisitRole
 from clinic.core.errors import (
     ClinicError,
     Forbidden,
@@ -27,7 +27,6 @@ from clinic.core.errors import (
     NotFound,
 )
 from clinic.visits import service
-from clinic.visits.guards import VisitRole
 from clinic.visits.hub import Hub, new_id
 from clinic.visits.protocol import (
     VERSION,
