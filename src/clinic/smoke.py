@@ -7,6 +7,7 @@ journey and is named.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -33,18 +34,28 @@ def run_smoke(
     base_url: str, password: str, *, echo: Callable[[str], None] = print, timeout: float = 10.0
 ) -> None:
     """Run the journey; raises SmokeFailed naming the step that failed."""
+    current = "connect"
+
+    def step(name: str, short: str) -> None:
+        nonlocal current
+        current = short
+        echo(f"smoke: {name} ...")
+
+    try:
+        _journey(base_url, password, step, timeout)
+    except httpx.HTTPError as exc:  # no answer at all: name the step that was waiting
+        raise SmokeFailed(current, f"{type(exc).__name__}: {exc}") from exc
+    echo("smoke: all steps passed")
+
+
+def _journey(
+    base_url: str, password: str, step: Callable[[str, str], None], timeout: float
+) -> None:
     with httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout) as http:
+        step("ready", "ready")
+        _expect("ready", http.get("/healthz/ready"), 200)
 
-        def step(name: str) -> None:
-            echo(f"smoke: {name} ...")
-
-        step("ready")
-        try:
-            _expect("ready", http.get("/healthz/ready"), 200)
-        except httpx.HTTPError as exc:
-            raise SmokeFailed("ready", f"{type(exc).__name__}: {exc}") from exc
-
-        step("log in as the smoke-test patient")
+        step("log in as the smoke-test patient", "log in")
         token = _expect(
             "log in",
             http.post(
@@ -55,7 +66,7 @@ def run_smoke(
         )
         auth = {"Authorization": f"Bearer {token['token']}"}
         try:
-            step("find the smoke-test doctor")
+            step("find the smoke-test doctor", "find doctor")
             doctors = _expect(
                 "find doctor",
                 http.get("/api/v1/doctors", params={"name": "Smoke Test"}, headers=auth),
@@ -65,7 +76,7 @@ def run_smoke(
                 raise SmokeFailed("find doctor", "the smoke-test doctor is not listed")
             doctor_id = doctors[0]["id"]
 
-            step("find a free slot")
+            step("find a free slot", "find slot")
             # A day ahead, so the patient's cancellation cut-off never gets in the way.
             start = datetime.now(UTC) + timedelta(days=1)
             free = _expect(
@@ -83,7 +94,7 @@ def run_smoke(
             if not free:
                 raise SmokeFailed("find slot", "no free slot in the next days")
 
-            step(f"book {free[0]['starts_at']}")
+            step(f"book {free[0]['starts_at']}", "book")
             booked = _expect(
                 "book",
                 http.post(
@@ -98,14 +109,14 @@ def run_smoke(
                 201,
             )
 
-            step(f"read back appointment {booked['id']}")
+            step(f"read back appointment {booked['id']}", "read back")
             got = _expect(
                 "read back", http.get(f"/api/v1/appointments/{booked['id']}", headers=auth), 200
             )
             if got["status"] != "booked" or got["starts_at"] != booked["starts_at"]:
                 raise SmokeFailed("read back", f"unexpected appointment: {got}")
 
-            step(f"cancel appointment {booked['id']}")
+            step(f"cancel appointment {booked['id']}", "cancel")
             cancelled = _expect(
                 "cancel",
                 http.post(f"/api/v1/appointments/{booked['id']}/cancel", json={}, headers=auth),
@@ -114,5 +125,6 @@ def run_smoke(
             if cancelled["status"] != "cancelled":
                 raise SmokeFailed("cancel", f"status is {cancelled['status']}")
         finally:
-            http.delete(f"/api/v1/tokens/{token['id']}", headers=auth)
-    echo("smoke: all steps passed")
+            # Revoke the journey's token; a failure here must not hide the step that failed.
+            with contextlib.suppress(httpx.HTTPError):
+                http.delete(f"/api/v1/tokens/{token['id']}", headers=auth)

@@ -29,3 +29,12 @@ async def test_smoke_names_the_failing_step(app, sessions, settings) -> None:
     with pytest.raises(SmokeFailed) as info:
         await asyncio.to_thread(run_smoke, app.base_url, "wrong password", echo=lambda _: None)
     assert info.value.step == "log in"
+
+
+def test_smoke_names_the_step_when_nothing_answers() -> None:
+    from conftest import free_port
+
+    with pytest.raises(SmokeFailed) as info:
+        run_smoke(f"http://127.0.0.1:{free_port()}", "pw", echo=lambda _: None, timeout=2)
+    assert info.value.step == "ready"
+    assert "ConnectError" in str(info.value)
