@@ -95,6 +95,11 @@ async def seed(url: str) -> int:
             DOCTORS,
             PER_DOCTOR,
         )
+        # Past appointments are history (completed), as in a clinic that has been running;
+        # otherwise the job worker's no-show sweep would rewrite ~100,000 rows mid-measurement.
+        await conn.execute(
+            "UPDATE appointments SET status = 'completed' WHERE ends_at < now() - interval '1 hour'"
+        )
         await conn.execute("ANALYZE")
         total = await conn.fetchval("SELECT count(*) FROM appointments")
         print(

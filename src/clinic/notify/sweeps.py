@@ -86,14 +86,23 @@ async def queue_due_reminders(session: AsyncSession, *, settings: Settings, now:
 
 async def mark_no_shows(session: AsyncSession, *, settings: Settings, now: datetime) -> list[int]:
     """Booked appointments whose join window has closed become no-shows (an attended visit
-    ends as completed, so it is no longer booked by then)."""
+    ends as completed, so it is no longer booked by then). At most BATCH per tick, so a
+    backlog (after downtime) is worked off over a few ticks instead of one long lock."""
+    due = (
+        select(Appointment.id)
+        .where(
+            Appointment.status == Status.BOOKED.value,
+            Appointment.ends_at < now - settings.visit_join_after,
+        )
+        .order_by(Appointment.ends_at)
+        .limit(BATCH)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
     rows = (
         await session.execute(
             update(Appointment)
-            .where(
-                Appointment.status == Status.BOOKED.value,
-                Appointment.ends_at < now - settings.visit_join_after,
-            )
+            .where(Appointment.id.in_(due))
             .values(status=Status.NO_SHOW.value, sequence=Appointment.sequence + 1, updated_at=now)
             .returning(Appointment.id, Appointment.patient_id)
             .execution_options(synchronize_session=False),
