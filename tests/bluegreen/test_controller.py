@@ -482,3 +482,68 @@ async def test_rollback_while_warm_is_immediate_then_cold_rollback(
     await at_step(w, new_id, "retire")
     assert w.router.table.live == "blue"
     assert w.state.current().colours == {"blue": "r-c", "green": "r-b"}
+
+
+async def test_cold_rollback_refused_across_a_contract_the_target_still_needs(
+    tmp_path: Path,
+) -> None:
+    """The schema check before a rollback: a contract migration applied since the target's
+    schema head blocks it unless the target is at or past the contract's safe_after."""
+    from dataclasses import replace
+
+    from bluegreen.controller import RollbackRefused
+    from bluegreen.migrations import Plan
+
+    base = make_config(tmp_path)
+    config = parse_config(
+        {**base.raw, "migrations": {"plan": "{python} plan --json"}},
+        path=base.path,
+        root=base.root,
+        environ={},
+    )
+    router, sup, hooks = FakeRouter(), FakeSupervisor(), Hooks()
+    state = StateStore(tmp_path / "state.sqlite3")
+    ctl = Controller(
+        config=config,
+        router=router,
+        supervisor=sup,
+        state=state,
+        preparer=preparer(tmp_path),
+        hook_runner=hooks,
+        sample_interval=0.05,
+    )
+    history = ("0001", "0002", "0003")
+    plan = Plan(
+        current="0003",
+        head="0003",
+        history=history,
+        phases={"0003": "contract"},
+        revisions=(),
+        safe_after={"0003": "0002"},
+    )
+    plans = {"r-a": replace(plan, head="0001"), "r-b": plan}
+
+    async def fake_plan(release: Any, colour: Any, env: Any = None) -> Plan:
+        return plans[release.id]
+
+    ctl._migration_plan = fake_plan  # type: ignore[method-assign]
+    await ctl.start()
+    w = World(ctl, router, sup, state, hooks)
+    try:
+        for name in ("a", "b"):
+            d = await done(w, await ctl.start_deploy(DeployRequest(path=tmp_path / name)))
+            assert d.status == "succeeded", d
+        assert state.release("r-a").migration_head == "0001"  # type: ignore[union-attr]
+        # r-a (schema 0001) is before 0003's safe_after (0002): refused, blue stays down.
+        with pytest.raises(RollbackRefused, match=r"r-a refused.*0003.*Fix forward"):
+            await ctl.rollback()
+        assert router.table.live == "green" and not sup.instances("blue")
+        # Once the contract only removes what r-a no longer uses, the rollback goes ahead.
+        plans["r-b"] = replace(plan, safe_after={"0003": "0001"})
+        deploy_id, message = await ctl.rollback()
+        assert "started" in message
+        assert (await done(w, deploy_id)).status == "succeeded"
+        assert router.table.live == "blue"
+    finally:
+        await ctl.close()
+        state.close()
