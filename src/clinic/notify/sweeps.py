@@ -13,7 +13,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clinic.accounts.models import ApiToken, LoginThrottle
-from clinic.appointments.models import Appointment, AppointmentEvent, Status
+from clinic.appointments.models import Appointment, AppointmentEvent, IdempotencyKey, Status
 from clinic.audit import service as audit
 from clinic.core.config import Settings
 from clinic.notify import jobs
@@ -128,7 +128,8 @@ async def mark_no_shows(session: AsyncSession, *, settings: Settings, now: datet
 
 
 async def purge(session: AsyncSession, *, settings: Settings, now: datetime) -> dict[str, int]:
-    """Drop revoked API tokens and login throttles that no longer matter."""
+    """Drop revoked API tokens, login throttles and booking idempotency keys that no longer
+    matter (a retry comes within seconds; after ``purge_after`` the key is history)."""
     cutoff = now - settings.purge_after
     tokens = await session.execute(
         delete(ApiToken).where(ApiToken.revoked_at.is_not(None), ApiToken.revoked_at < cutoff)
@@ -139,7 +140,9 @@ async def purge(session: AsyncSession, *, settings: Settings, now: datetime) -> 
             or_(LoginThrottle.locked_until.is_(None), LoginThrottle.locked_until < now),
         )
     )
+    keys = await session.execute(delete(IdempotencyKey).where(IdempotencyKey.created_at < cutoff))
     return {
         "api_tokens": int(getattr(tokens, "rowcount", 0) or 0),
         "login_throttles": int(getattr(throttles, "rowcount", 0) or 0),
+        "idempotency_keys": int(getattr(keys, "rowcount", 0) or 0),
     }

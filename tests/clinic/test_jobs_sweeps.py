@@ -1,5 +1,5 @@
-"""The periodic no-show sweep: only booked appointments whose join window has closed, in
-bounded batches, each change recorded in the history and the audit trail."""
+"""The periodic sweeps: no-shows once the join window has closed (in bounded batches, each
+recorded in the history and the audit trail) and the purge of what no longer matters."""
 
 from __future__ import annotations
 
@@ -59,3 +59,47 @@ async def test_no_shows_after_the_window_closes_in_batches(
     assert status[recent] == "booked" and status[done] == "completed"
     assert sorted(events) == sorted(past)
     assert sorted(audited) == sorted(f"appointment:{i}" for i in past)
+
+
+async def test_purge_drops_only_what_no_longer_matters(sessions, settings) -> None:
+    from sqlalchemy import func, text
+
+    from clinic.accounts.models import ApiToken, LoginThrottle
+    from clinic.appointments.models import IdempotencyKey
+    from clinic.appointments.service import book_appointment
+    from factories import next_weekday_at
+
+    doctor = await make_doctor(sessions, settings)
+    patient = await make_patient(sessions, settings)
+    for hour, key in ((9, "old-key"), (10, "new-key")):
+        async with sessions() as s:
+            await book_appointment(
+                session=s,
+                actor=patient,
+                doctor_id=doctor.user_id,
+                starts_at=next_weekday_at(hour),
+                reason="x",
+                idempotency_key=key,
+            )
+    now = datetime.now(UTC)
+    old = now - settings.purge_after - timedelta(days=1)
+    async with sessions() as s, s.begin():
+        await s.execute(
+            text("UPDATE idempotency_keys SET created_at = :t WHERE key = 'old-key'"), {"t": old}
+        )
+        s.add_all(
+            [
+                ApiToken(user_id=patient.user_id, name="old", token_hash="a" * 64, revoked_at=old),
+                ApiToken(user_id=patient.user_id, name="live", token_hash="b" * 64),
+                LoginThrottle(key="address:old", failures=2, first_failure_at=old),
+                LoginThrottle(key="address:now", failures=2, first_failure_at=now),
+            ]
+        )
+    async with sessions() as s, s.begin():
+        counts = await sweeps.purge(s, settings=settings, now=now)
+    assert counts == {"api_tokens": 1, "login_throttles": 1, "idempotency_keys": 1}
+    async with sessions() as s:
+        assert (await s.scalars(select(IdempotencyKey.key))).all() == ["new-key"]
+        assert (await s.scalars(select(ApiToken.name))).all() == ["live"]
+        assert (await s.scalars(select(LoginThrottle.key))).all() == ["address:now"]
+        assert await s.scalar(select(func.count()).select_from(Appointment)) == 2
