@@ -819,9 +819,12 @@ class Controller:
         if findings or refusals:
             report = "\n".join([f.render() for f in findings] + [r.render() for r in refusals])
             what = "lint failed" if findings else "contract migration refused"
+            problems = [f"{f.revision} {f.rule}" for f in findings]
+            problems += [f"{r.revision} contract still needed" for r in refusals]
             raise StepFailed(
                 f"migration {what}: nothing was migrated",
-                f"migrations to run: {pending}\n{report}",
+                f"migrations to run: {pending}\n{report}\n"
+                f"{len(problems)} problem(s), nothing was migrated: {', '.join(problems)}",
             )
         return "ok", f"database at {plan_.current or 'empty'}; migrations to run: {pending}; clean"
 
