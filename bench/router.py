@@ -141,8 +141,8 @@ async def router_main(blue: int, green: int | None) -> None:
     """Router process. Prints ``READY <port>``, then obeys stdin lines:
     ``switch <colour>`` -> ``SWITCHED <colour> <ms>``; ``quit`` -> exits."""
     sys.path.insert(0, str(SRC))
+    from bluegreen.dataplane.table import Colour
     from bluegreen.router import Backend, Router, RouterMetrics, RoutingTable
-    from bluegreen.router.table import Colour
 
     class SwitchTimer(RouterMetrics):
         """Metrics that also note when the first response of a colour is observed."""

@@ -45,9 +45,9 @@ from aiohttp import web
 
 from bluegreen.config import Config
 from bluegreen.controller import Controller, DeployRequest, NothingToDo, RollbackRefused
+from bluegreen.dataplane.table import Mode
 from bluegreen.errors import BluegreenError, DeployInProgress
 from bluegreen.router.proxy import Router
-from bluegreen.router.table import Mode
 from bluegreen.state import Deploy, StateStore
 from bluegreen.supervisor import Supervisor
 

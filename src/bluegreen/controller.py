@@ -32,11 +32,11 @@ from typing import Any, Protocol
 
 from bluegreen.checks import AnalysisThresholds, HookResult, Stats, Verdict, analyse, run_hook
 from bluegreen.config import Colour, Config
+from bluegreen.dataplane.stats import ColourStats
+from bluegreen.dataplane.table import Backend, Mode, RoutingTable
 from bluegreen.errors import BluegreenError, DeployInProgress, ReadyTimeout
 from bluegreen.migrations import Plan, ReleaseHead, check_contracts, lint, rollback_blockers
 from bluegreen.release import Release, prepare_release
-from bluegreen.router.metrics import ColourStats
-from bluegreen.router.table import Backend, Mode, RoutingTable
 from bluegreen.state import Deploy, DeployStatus, StateStore
 from bluegreen.supervisor import Instance, Supervisor
 

@@ -24,10 +24,11 @@ from bluegreen.controller import (
     target_colour,
     window_baseline,
 )
+from bluegreen.dataplane.stats import ColourStats
+from bluegreen.dataplane.table import EMPTY_TABLE, RoutingTable
 from bluegreen.errors import ConfigError, DeployInProgress, ReadyTimeout
 from bluegreen.release import Release
-from bluegreen.router.metrics import ColourStats, RouterMetrics
-from bluegreen.router.table import EMPTY_TABLE, RoutingTable
+from bluegreen.router.metrics import RouterMetrics
 from bluegreen.state import Deploy, StateStore
 
 # --------------------------------------------------------------------------- pure

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from bluegreen.dataplane.stats import BUCKETS, ColourStats
+from bluegreen.dataplane.table import COLOURS, EMPTY_TABLE, Backend, Colour, Mode, RoutingTable
 from bluegreen.router.balancer import Balancer
-from bluegreen.router.metrics import BUCKETS, ColourStats, RouterMetrics
+from bluegreen.router.metrics import RouterMetrics
 from bluegreen.router.proxy import HOP_BY_HOP, IDEMPOTENT_METHODS, REPLAY_LIMIT, Router
-from bluegreen.router.table import COLOURS, EMPTY_TABLE, Backend, Colour, Mode, RoutingTable
 
 __all__ = [
     "BUCKETS",

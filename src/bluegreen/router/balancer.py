@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
-from bluegreen.router.table import Backend
+from bluegreen.dataplane.table import Backend
 
 
 class Balancer:

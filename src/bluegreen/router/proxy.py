@@ -37,9 +37,9 @@ from aiohttp import WSMsgType, web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from bluegreen.dataplane.table import COLOURS, EMPTY_TABLE, Backend, Colour, RoutingTable
 from bluegreen.router.balancer import Balancer
 from bluegreen.router.metrics import RouterMetrics
-from bluegreen.router.table import COLOURS, EMPTY_TABLE, Backend, Colour, RoutingTable
 
 log = logging.getLogger(__name__)
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from bluegreen.dataplane.stats import bucket_index, status_class
 from bluegreen.router import BUCKETS, ColourStats, RouterMetrics
-from bluegreen.router.metrics import bucket_index, status_class
 
 
 class Clock:

@@ -16,8 +16,8 @@ import pytest
 from aiohttp import WSMsgType, web
 from yarl import URL
 
+from bluegreen.dataplane.table import Colour
 from bluegreen.router import Backend, Router, RoutingTable
-from bluegreen.router.table import Colour
 
 MiB = 1024 * 1024
 
