@@ -6,16 +6,31 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up test lint typecheck pytest bench install clean
+.PHONY: up test lint typecheck pytest bench install lock lock-check clean
 
-$(STAMP): pyproject.toml
+# Installs exactly what requirements.lock pins (with hashes), then the project itself.
+$(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
+	$(PYTHON) .ci/lock.py check
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Re-resolves requirements.lock from pyproject.toml (newest versions that fit, keeping the
+# locked ones where they still fit; `make lock UPGRADE=name` moves one package to its newest).
+# Needs the package index; commit the result.
+lock:
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet \
+		"$$(grep -Eo '^uv==[^ ]+' requirements.lock 2>/dev/null || echo uv)"
+	$(BIN)/python .ci/lock.py write $(BIN)/uv $(if $(UPGRADE),--upgrade-package $(UPGRADE))
+
+# Fails when pyproject.toml changed since requirements.lock was written (offline).
+lock-check:
+	$(PYTHON) .ci/lock.py check
 
 # The clinic behind the blue/green router (:8000), dashboard and admin API (:8001), preview
 # listener (:8002), on one embedded PostgreSQL under var/, with demo data.
@@ -32,7 +47,7 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest
 
-test: lint typecheck pytest
+test: lock-check lint typecheck pytest
 
 bench: $(STAMP)
 	$(BIN)/python bench/slots.py
