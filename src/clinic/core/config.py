@@ -4,19 +4,23 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEV_SECRET = "dev-only-insecure-secret-change-me"  # noqa: S105 - refused outside development
+from clinic.core.secrets import generated_secret, private_dir
+
+SECRET_KEY_FILE = "secret-key"  # noqa: S105 - a file name under var/secrets, not a secret
 
 
 class Settings(BaseSettings):
     """Everything configurable about one clinic instance.
 
     Every instance of every colour must share ``secret_key`` so a session cookie signed by one
-    is accepted by all.
+    is accepted by all. No secret has a default: unset outside production, the key is generated
+    once under ``var_dir/secrets`` (0600) and shared by every instance using that ``var_dir``;
+    unset in production, the settings are refused.
     """
 
     model_config = SettingsConfigDict(env_prefix="CLINIC_", extra="ignore", frozen=True)
@@ -25,7 +29,7 @@ class Settings(BaseSettings):
     database_url: str | None = None
     """PostgreSQL URL. Unset: an embedded PostgreSQL is started with its data under ``var_dir``."""
     var_dir: Path = Path("var")
-    secret_key: str = DEV_SECRET
+    secret_key: str = Field(min_length=16, repr=False)
     release_id: str = Field(
         default="dev", validation_alias=AliasChoices("CLINIC_RELEASE_ID", "BLUEGREEN_RELEASE")
     )
@@ -114,12 +118,15 @@ class Settings(BaseSettings):
             raise ValueError("CLINIC_DATABASE_URL must be a postgresql:// URL")
         return value
 
-    @model_validator(mode="after")
-    def _no_default_secret_in_production(self) -> Settings:
-        if self.environment == "production" and self.secret_key == DEV_SECRET:
+    @model_validator(mode="before")
+    @classmethod
+    def _secret_key_or_generated(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("secret_key"):
+            return data
+        if data.get("environment") == "production":
             raise ValueError(
                 "CLINIC_SECRET_KEY must be set in production (the same value on every instance)"
             )
-        if len(self.secret_key) < 16:
-            raise ValueError("CLINIC_SECRET_KEY must be at least 16 characters")
-        return self
+        var_dir = private_dir(Path(data.get("var_dir") or cls.model_fields["var_dir"].default))
+        key = generated_secret(var_dir / "secrets" / SECRET_KEY_FILE, length=32)
+        return {**data, "secret_key": key}

@@ -9,6 +9,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from clinic.core.secrets import private_dir
+
 with warnings.catch_warnings():
     # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, containers) and falls back to /tmp.
     warnings.simplefilter("ignore")
@@ -33,7 +35,7 @@ class EmbeddedPostgres:
         # `clinic db url --keep-running`, shared by every instance) is only attached to.
         if keep_running or _running(self.data_dir):
             mode = None
-        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.data_dir.parent)  # var/: 0700
         self._server: Any = get_server(self.data_dir, cleanup_mode=mode)
 
     def url(self, database: str = "postgres") -> str:
