@@ -18,6 +18,7 @@ from clinic.accounts.schemas import (
     TokenPublic,
     UserPublic,
 )
+from clinic.core.validation import Id
 from clinic.web.deps import (
     CurrentActor,
     Session,
@@ -129,12 +130,12 @@ async def create_token(data: TokenCreate, actor: CurrentActor, session: Session)
 
 
 @router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def revoke_token(token_id: int, actor: CurrentActor, session: Session) -> None:
+async def revoke_token(token_id: Id, actor: CurrentActor, session: Session) -> None:
     await service.revoke_api_token(session=session, actor=actor, token_id=token_id)
 
 
 @router.get("/patients/{patient_id}")
-async def get_patient(patient_id: int, actor: CurrentActor, session: Session) -> PatientPublic:
+async def get_patient(patient_id: Id, actor: CurrentActor, session: Session) -> PatientPublic:
     user, patient = await service.patient_profile(
         session=session, actor=actor, patient_id=patient_id
     )
@@ -143,7 +144,7 @@ async def get_patient(patient_id: int, actor: CurrentActor, session: Session) ->
 
 @router.patch("/patients/{patient_id}")
 async def update_patient(
-    patient_id: int, data: PatientUpdate, actor: CurrentActor, session: Session
+    patient_id: Id, data: PatientUpdate, actor: CurrentActor, session: Session
 ) -> UserPublic:
     user = await service.update_patient(
         session=session, actor=actor, patient_id=patient_id, data=data
@@ -168,5 +169,5 @@ async def pending_doctors(actor: CurrentActor, session: Session) -> list[dict[st
 
 
 @router.post("/admin/doctors/{doctor_id}/approve", status_code=status.HTTP_204_NO_CONTENT)
-async def approve_doctor(doctor_id: int, actor: CurrentActor, session: Session) -> None:
+async def approve_doctor(doctor_id: Id, actor: CurrentActor, session: Session) -> None:
     await service.approve_doctor(session=session, actor=actor, doctor_id=doctor_id)

@@ -19,6 +19,7 @@ from clinic.accounts.guards import Actor
 from clinic.accounts.models import Role
 from clinic.accounts.schemas import DoctorCreate, LoginRequest, PatientCreate
 from clinic.core.errors import ClinicError, TooManyAttempts
+from clinic.core.validation import Id
 from clinic.web.deps import (
     CsrfChecked,
     CurrentActor,
@@ -313,7 +314,7 @@ async def pending_doctors(request: Request, actor: CurrentActor, session: Sessio
 
 @router.post("/admin/doctors/{doctor_id}/approve", dependencies=[CsrfChecked])
 async def approve_doctor(
-    doctor_id: int, request: Request, actor: CurrentActor, session: Session
+    doctor_id: Id, request: Request, actor: CurrentActor, session: Session
 ) -> Response:
     if actor is None:
         return login_redirect(request, "/admin/doctors")

@@ -4,29 +4,10 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from typing import Annotated
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, field_validator
 
-
-def check_time_zone(value: str) -> str:
-    if value not in _zones():
-        raise ValueError(f"unknown IANA time zone {value!r} (for example Europe/Berlin)")
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"unknown IANA time zone {value!r}") from exc
-    return value
-
-
-_ZONES: frozenset[str] | None = None
-
-
-def _zones() -> frozenset[str]:
-    global _ZONES
-    if _ZONES is None:
-        _ZONES = frozenset(available_timezones())
-    return _ZONES
+from clinic.core.validation import Day, Text, TimeZoneName
 
 
 class _Strict(BaseModel):
@@ -34,17 +15,16 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Name = Annotated[Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Password = Annotated[Text, Field(min_length=1, max_length=1024)]
 
 
 class PatientCreate(_Strict):
     name: Name
     email: EmailStr
-    password: str = Field(min_length=1, max_length=1024)
-    date_of_birth: date
-    time_zone: str = "UTC"
-
-    _tz = field_validator("time_zone")(check_time_zone)
+    password: Password
+    date_of_birth: Day
+    time_zone: TimeZoneName = "UTC"
 
     @field_validator("date_of_birth")
     @classmethod
@@ -60,33 +40,31 @@ class PatientCreate(_Strict):
 class DoctorCreate(_Strict):
     name: Name
     email: EmailStr
-    password: str = Field(min_length=1, max_length=1024)
-    time_zone: str = "UTC"
+    password: Password
+    time_zone: TimeZoneName = "UTC"
     specialty: Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=2, max_length=100)
+        Text, StringConstraints(strip_whitespace=True, min_length=2, max_length=100)
     ]
     licence_number: Annotated[
-        str,
+        Text,
         StringConstraints(
             strip_whitespace=True, min_length=3, max_length=64, pattern=r"^[A-Za-z0-9./-]+$"
         ),
     ]
-    bio: str = Field(default="", max_length=5000)
-
-    _tz = field_validator("time_zone")(check_time_zone)
+    bio: Text = Field(default="", max_length=5000)
 
 
 class LoginRequest(_Strict):
-    email: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=254)]
-    password: str = Field(min_length=1, max_length=1024)
+    email: Annotated[Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=254)]
+    password: Password
 
 
 class TokenCreate(_Strict):
-    name: str = Field(default="api", min_length=1, max_length=100)
+    name: Text = Field(default="api", min_length=1, max_length=100)
 
 
 class TokenLogin(LoginRequest):
-    name: str = Field(default="api", min_length=1, max_length=100)
+    name: Text = Field(default="api", min_length=1, max_length=100)
 
 
 class TokenPublic(BaseModel):
@@ -116,12 +94,7 @@ class PatientPublic(UserPublic):
 
 class PatientUpdate(_Strict):
     name: Name | None = None
-    time_zone: str | None = None
-
-    @field_validator("time_zone")
-    @classmethod
-    def _tz(cls, value: str | None) -> str | None:
-        return None if value is None else check_time_zone(value)
+    time_zone: TimeZoneName | None = None
 
 
 class DoctorPublic(BaseModel):

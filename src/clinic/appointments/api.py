@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from fastapi import APIRouter, Header, Query, Response, status
 
 from clinic.appointments import service
@@ -17,6 +15,7 @@ from clinic.appointments.schemas import (
     AppointmentPublic,
     AppointmentReschedule,
 )
+from clinic.core.validation import Id, Instant, Text
 from clinic.web.deps import CurrentActor, Session, SettingsDep
 
 router = APIRouter(prefix="/api/v1/appointments", tags=["appointments"])
@@ -51,7 +50,7 @@ async def book(
     response: Response,
     actor: CurrentActor,
     session: Session,
-    idempotency_key: str | None = Header(default=None, max_length=200),
+    idempotency_key: Text | None = Header(default=None, max_length=200),
 ) -> AppointmentPublic:
     """Book a free slot. With ``Idempotency-Key`` a retry returns the same appointment (200)."""
     view, created = await service.book_appointment(
@@ -72,15 +71,15 @@ async def book(
 async def list_appointments(
     actor: CurrentActor,
     session: Session,
-    start: datetime | None = Query(default=None),
-    end: datetime | None = Query(default=None),
+    start: Instant | None = Query(default=None),
+    end: Instant | None = Query(default=None),
 ) -> list[AppointmentPublic]:
     views = await service.list_appointments(session=session, actor=actor, start=start, end=end)
     return [appointment_public(v) for v in views]
 
 
 @router.get("/{appointment_id}")
-async def get(appointment_id: int, actor: CurrentActor, session: Session) -> AppointmentDetail:
+async def get(appointment_id: Id, actor: CurrentActor, session: Session) -> AppointmentDetail:
     view, events = await service.get_appointment(
         session=session, actor=actor, appointment_id=appointment_id
     )
@@ -91,7 +90,7 @@ async def get(appointment_id: int, actor: CurrentActor, session: Session) -> App
 
 @router.post("/{appointment_id}/cancel")
 async def cancel(
-    appointment_id: int,
+    appointment_id: Id,
     data: AppointmentCancel,
     actor: CurrentActor,
     session: Session,
@@ -109,7 +108,7 @@ async def cancel(
 
 @router.post("/{appointment_id}/reschedule")
 async def reschedule(
-    appointment_id: int,
+    appointment_id: Id,
     data: AppointmentReschedule,
     actor: CurrentActor,
     session: Session,
@@ -127,7 +126,7 @@ async def reschedule(
 
 @router.post("/{appointment_id}/status")
 async def mark(
-    appointment_id: int, data: AppointmentMark, actor: CurrentActor, session: Session
+    appointment_id: Id, data: AppointmentMark, actor: CurrentActor, session: Session
 ) -> AppointmentPublic:
     view = await service.mark_appointment(
         session=session, actor=actor, appointment_id=appointment_id, status=Status(data.status)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
@@ -24,6 +24,7 @@ from clinic.appointments import service
 from clinic.appointments.schemas import AppointmentCreate, AppointmentReschedule
 from clinic.core.db import utcnow
 from clinic.core.errors import ClinicError, Conflict, IdempotencyKeyReused, InvalidInput
+from clinic.core.validation import Id, InstantText, PageDay
 from clinic.scheduling import service as scheduling
 from clinic.scheduling.pages import local_midnight, monday_of, parse_day
 from clinic.visits import service as visits
@@ -92,8 +93,8 @@ async def book_form(
     request: Request,
     actor: CurrentActor,
     session: Session,
-    doctor_id: int = Query(gt=0),
-    starts_at: str = Query(max_length=64),
+    doctor_id: Annotated[Id, Query()],
+    starts_at: Annotated[InstantText, Query(max_length=64)],
 ) -> Response:
     """The chosen slot in both time zones, and the reason for the visit."""
     if actor is None:
@@ -235,7 +236,7 @@ async def _detail_page(
 
 @router.get("/appointments/{appointment_id}")
 async def appointment(
-    appointment_id: int, request: Request, actor: CurrentActor, session: Session
+    appointment_id: Id, request: Request, actor: CurrentActor, session: Session
 ) -> Response:
     """One appointment with its history, and forms to cancel or move it."""
     if actor is None:
@@ -245,7 +246,7 @@ async def appointment(
 
 @router.post("/appointments/{appointment_id}/cancel", dependencies=[CsrfChecked])
 async def cancel(
-    appointment_id: int,
+    appointment_id: Id,
     request: Request,
     actor: CurrentActor,
     session: Session,
@@ -280,7 +281,7 @@ async def cancel(
 
 @router.post("/appointments/{appointment_id}/reschedule", dependencies=[CsrfChecked])
 async def reschedule(
-    appointment_id: int,
+    appointment_id: Id,
     request: Request,
     actor: CurrentActor,
     session: Session,
@@ -326,7 +327,7 @@ async def agenda(
     actor: CurrentActor,
     session: Session,
     view: str = Query(default="day", pattern="^(day|week)$"),
-    on: str | None = Query(default=None, alias="date", max_length=10),
+    on: Annotated[PageDay, Query(alias="date")] = None,
 ) -> Response:
     """The doctor's appointments of one day or week, in their own time zone."""
     if actor is None:

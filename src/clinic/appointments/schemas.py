@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+from clinic.core.validation import AwareInstant, Id, Text
 
 
 class _Strict(BaseModel):
@@ -13,17 +15,17 @@ class _Strict(BaseModel):
 
 
 class AppointmentCreate(_Strict):
-    doctor_id: int = Field(gt=0)
-    starts_at: AwareDatetime
-    reason: str = Field(min_length=1, max_length=2000)
+    doctor_id: Id
+    starts_at: AwareInstant
+    reason: Text = Field(min_length=1, max_length=2000)
 
 
 class AppointmentCancel(_Strict):
-    reason: str | None = Field(default=None, max_length=2000)
+    reason: Text | None = Field(default=None, max_length=2000)
 
 
 class AppointmentReschedule(_Strict):
-    starts_at: AwareDatetime
+    starts_at: AwareInstant
 
 
 class AppointmentMark(_Strict):

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from fastapi import APIRouter, Query
 
 from clinic.audit import service
 from clinic.audit.models import AuditRecord
 from clinic.audit.schemas import AuditRecordPublic
+from clinic.core.validation import Id, Instant
 from clinic.web.deps import CurrentActor, Session
 
 router = APIRouter(prefix="/api/v1", tags=["audit"])
@@ -33,10 +32,10 @@ def record_public(r: AuditRecord, names: dict[int, str]) -> AuditRecordPublic:
 async def search(
     actor: CurrentActor,
     session: Session,
-    patient_id: int | None = Query(default=None),
-    actor_id: int | None = Query(default=None),
-    since: datetime | None = Query(default=None),
-    until: datetime | None = Query(default=None),
+    patient_id: Id | None = Query(default=None),
+    actor_id: Id | None = Query(default=None),
+    since: Instant | None = Query(default=None),
+    until: Instant | None = Query(default=None),
     limit: int = Query(default=200, ge=1, le=1000),
 ) -> list[AuditRecordPublic]:
     """Search the trail (admins): newest first."""

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from clinic.accounts.pages import login_redirect, page
 from clinic.audit import service
 from clinic.core.errors import InvalidInput
+from clinic.core.validation import PageDay, PageId
 from clinic.web.deps import CurrentActor, Session
 from clinic.web.render import viewer_zone
 
@@ -44,7 +46,15 @@ async def mine(request: Request, actor: CurrentActor, session: Session) -> Respo
 
 
 @router.get("/admin/audit")
-async def search(request: Request, actor: CurrentActor, session: Session) -> Response:
+async def search(
+    request: Request,
+    actor: CurrentActor,
+    session: Session,
+    patient_id: Annotated[PageId, Query()] = None,
+    actor_id: Annotated[PageId, Query()] = None,
+    since_param: Annotated[PageDay, Query(alias="since")] = None,
+    until_param: Annotated[PageDay, Query(alias="until")] = None,
+) -> Response:
     if actor is None:
         return login_redirect(request)
     q = request.query_params

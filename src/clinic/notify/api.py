@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
+from clinic.core.validation import Text
 from clinic.notify import service
 from clinic.web.deps import CurrentActor, Session
 
@@ -35,7 +36,9 @@ class OutboxPublic(BaseModel):
 
 @router.get("/jobs")
 async def jobs(
-    actor: CurrentActor, session: Session, status: str = Query(default="failed")
+    actor: CurrentActor,
+    session: Session,
+    status: Annotated[Text, Query(max_length=50)] = "failed",
 ) -> list[JobPublic]:
     rows = await service.jobs_by_status(session=session, actor=actor, status=status)
     return [JobPublic(**_asdict(r)) for r in rows]

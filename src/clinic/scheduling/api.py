@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
 from clinic.accounts.schemas import DoctorPublic
 from clinic.appointments.models import Appointment
 from clinic.core.db import utcnow
+from clinic.core.validation import Id, Instant, Text
 from clinic.scheduling import service
 from clinic.scheduling.schemas import (
     OutsideAppointment,
@@ -62,8 +64,8 @@ def outside(appointments: list[Appointment]) -> list[OutsideAppointment]:
 async def search(
     actor: CurrentActor,
     session: Session,
-    specialty: str | None = Query(default=None, max_length=100),
-    name: str | None = Query(default=None, max_length=200),
+    specialty: Text | None = Query(default=None, max_length=100),
+    name: Text | None = Query(default=None, max_length=200),
 ) -> list[DoctorPublic]:
     """Bookable doctors by specialty and name, each with their next free slot (next 14 days)."""
     found = await service.search_doctors(
@@ -74,12 +76,12 @@ async def search(
 
 @router.get("/{doctor_id}/slots")
 async def slots(
-    doctor_id: int,
+    doctor_id: Id,
     actor: CurrentActor,
     session: Session,
     settings: SettingsDep,
-    start: datetime = Query(description="inclusive, ISO 8601 with offset"),
-    end: datetime = Query(description="exclusive; at most 62 days after start"),
+    start: Annotated[Instant, Query(description="inclusive, ISO 8601 with offset")],
+    end: Annotated[Instant, Query(description="exclusive; at most 62 days after start")],
 ) -> SlotsPublic:
     """Free slots in [start, end) as UTC instants plus the doctor's local time."""
     cal, free = await service.doctor_slots(
@@ -104,14 +106,14 @@ async def slots(
 
 
 @router.get("/{doctor_id}/schedule")
-async def get_schedule(doctor_id: int, actor: CurrentActor, session: Session) -> SchedulePublic:
+async def get_schedule(doctor_id: Id, actor: CurrentActor, session: Session) -> SchedulePublic:
     cal = await service.get_schedule(session=session, actor=actor, doctor_id=doctor_id)
     return schedule_public(cal)
 
 
 @router.put("/{doctor_id}/schedule")
 async def put_schedule(
-    doctor_id: int, data: ScheduleIn, actor: CurrentActor, session: Session
+    doctor_id: Id, data: ScheduleIn, actor: CurrentActor, session: Session
 ) -> ScheduleSaved:
     """Replace weekly hours and slot rules. Booked appointments are never cancelled; those now
     outside the hours are listed in ``outside_hours``."""
@@ -123,7 +125,7 @@ async def put_schedule(
 
 @router.post("/{doctor_id}/overrides", status_code=status.HTTP_201_CREATED)
 async def add_override(
-    doctor_id: int, data: OverrideIn, actor: CurrentActor, session: Session
+    doctor_id: Id, data: OverrideIn, actor: CurrentActor, session: Session
 ) -> dict[str, object]:
     override, out = await service.add_override(
         session=session, actor=actor, doctor_id=doctor_id, data=data, now=utcnow()
@@ -133,7 +135,7 @@ async def add_override(
 
 @router.delete("/{doctor_id}/overrides/{override_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_override(
-    doctor_id: int, override_id: int, actor: CurrentActor, session: Session
+    doctor_id: Id, override_id: Id, actor: CurrentActor, session: Session
 ) -> None:
     await service.delete_override(
         session=session, actor=actor, doctor_id=doctor_id, override_id=override_id

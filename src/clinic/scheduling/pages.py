@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
@@ -26,6 +26,7 @@ from clinic.accounts.pages import (
 from clinic.appointments import service as appointments
 from clinic.core.db import utcnow
 from clinic.core.errors import ClinicError, InvalidInput
+from clinic.core.validation import Id, PageDay, Text
 from clinic.scheduling import service
 from clinic.scheduling.schemas import OverrideIn, ScheduleIn
 from clinic.web.deps import CsrfChecked, CurrentActor, Session, SettingsDep
@@ -63,7 +64,7 @@ def _tz_query(request: Request) -> dict[str, str]:
     return {"tz": tz} if tz and getattr(request.state, "actor", None) is None else {}
 
 
-def monday_url(doctor_id: int, monday: date, request: Request) -> str:
+def monday_url(doctor_id: Id, monday: date, request: Request) -> str:
     return f"/doctors/{doctor_id}?" + urlencode({"week": monday.isoformat(), **_tz_query(request)})
 
 
@@ -72,8 +73,8 @@ async def search(
     request: Request,
     actor: CurrentActor,
     session: Session,
-    specialty: str | None = Query(default=None, max_length=100),
-    name: str | None = Query(default=None, max_length=200),
+    specialty: Text | None = Query(default=None, max_length=100),
+    name: Text | None = Query(default=None, max_length=200),
 ) -> Response:
     """Bookable doctors by specialty and name, with each one's next free slot."""
     zone = viewer_zone(request)
@@ -112,12 +113,12 @@ class DayColumn:
 
 @router.get("/doctors/{doctor_id}")
 async def doctor_week(
-    doctor_id: int,
+    doctor_id: Id,
     request: Request,
     actor: CurrentActor,
     session: Session,
     settings: SettingsDep,
-    week: str | None = Query(default=None, max_length=10),
+    week: Annotated[PageDay, Query()] = None,
 ) -> Response:
     """A doctor's free slots in one week (Monday to Sunday in the viewer's zone)."""
     zone = viewer_zone(request)
@@ -330,7 +331,7 @@ async def add_override(request: Request, actor: CurrentActor, session: Session) 
 
 @router.post("/schedule/overrides/{override_id}/delete", dependencies=[CsrfChecked])
 async def delete_override(
-    override_id: int, request: Request, actor: CurrentActor, session: Session
+    override_id: Id, request: Request, actor: CurrentActor, session: Session
 ) -> Response:
     if actor is None:
         return login_redirect(request, "/schedule")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, time
+from datetime import datetime
 from itertools import pairwise
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from clinic.core.validation import Day, Integer, WallClock
 
 
 class _Strict(BaseModel):
@@ -14,9 +16,9 @@ class _Strict(BaseModel):
 
 
 class WeeklyWindowIn(_Strict):
-    weekday: int = Field(ge=0, le=6, description="0 = Monday … 6 = Sunday")
-    start: time
-    end: time
+    weekday: Integer = Field(ge=0, le=6, description="0 = Monday … 6 = Sunday")
+    start: WallClock
+    end: WallClock
 
     @model_validator(mode="after")
     def _ordered(self) -> WeeklyWindowIn:
@@ -26,10 +28,10 @@ class WeeklyWindowIn(_Strict):
 
 
 class RulesIn(_Strict):
-    slot_minutes: int = Field(default=30, ge=5, le=480)
-    buffer_minutes: int = Field(default=0, ge=0, le=240)
-    min_notice_minutes: int = Field(default=120, ge=0, le=43200)
-    horizon_days: int = Field(default=90, ge=1, le=730)
+    slot_minutes: Integer = Field(default=30, ge=5, le=480)
+    buffer_minutes: Integer = Field(default=0, ge=0, le=240)
+    min_notice_minutes: Integer = Field(default=120, ge=0, le=43200)
+    horizon_days: Integer = Field(default=90, ge=1, le=730)
 
 
 class ScheduleIn(_Strict):
@@ -55,10 +57,10 @@ class ScheduleIn(_Strict):
 
 
 class OverrideIn(_Strict):
-    day: date
+    day: Day
     kind: Literal["off", "extra"]
-    start: time | None = None
-    end: time | None = None
+    start: WallClock | None = None
+    end: WallClock | None = None
 
     @model_validator(mode="after")
     def _times(self) -> OverrideIn:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
+from clinic.core.validation import Id
 from clinic.visits import service, signalling
 from clinic.visits.schemas import (
     JoinTicketPublic,
@@ -32,7 +33,7 @@ async def waiting(actor: CurrentActor, session: Session) -> list[WaitingPublic]:
 
 @router.get(f"{PREFIX}/{{appointment_id}}/join")
 async def join(
-    appointment_id: int, actor: CurrentActor, session: Session, settings: SettingsDep
+    appointment_id: Id, actor: CurrentActor, session: Session, settings: SettingsDep
 ) -> JoinTicketPublic:
     """A join token and ICE servers, inside the join window only (else 409 with the times)."""
     ticket = await service.join_ticket(
@@ -51,7 +52,7 @@ async def join(
 
 
 @router.get(f"{PREFIX}/{{appointment_id}}/notes")
-async def notes(appointment_id: int, actor: CurrentActor, session: Session) -> list[NotePublic]:
+async def notes(appointment_id: Id, actor: CurrentActor, session: Session) -> list[NotePublic]:
     views = await service.visit_notes(session=session, actor=actor, appointment_id=appointment_id)
     return [
         NotePublic(body=n.body, author_name=n.author_name, written_at=n.written_at) for n in views
@@ -60,7 +61,7 @@ async def notes(appointment_id: int, actor: CurrentActor, session: Session) -> l
 
 @router.post(f"{PREFIX}/{{appointment_id}}/notes", status_code=status.HTTP_201_CREATED)
 async def write_note(
-    appointment_id: int, data: NoteCreate, actor: CurrentActor, session: Session
+    appointment_id: Id, data: NoteCreate, actor: CurrentActor, session: Session
 ) -> NotePublic:
     """The doctor's note, after the visit has ended."""
     n = await service.write_note(
@@ -71,7 +72,7 @@ async def write_note(
 
 @router.get(f"{PREFIX}/{{appointment_id}}/events")
 async def events(
-    appointment_id: int, actor: CurrentActor, session: Session
+    appointment_id: Id, actor: CurrentActor, session: Session
 ) -> list[VisitEventPublic]:
     rows = await service.visit_events(session=session, actor=actor, appointment_id=appointment_id)
     return [

@@ -9,6 +9,7 @@ from clinic.accounts.pages import flash, login_redirect, page, redirect, text
 from clinic.appointments import service as appointments
 from clinic.core.db import utcnow
 from clinic.core.errors import ClinicError, NotFound
+from clinic.core.validation import Id
 from clinic.visits import service
 from clinic.web.deps import CsrfChecked, CurrentActor, Session, SettingsDep
 
@@ -17,7 +18,7 @@ router = APIRouter(include_in_schema=False)
 
 @router.get("/visits/{appointment_id}")
 async def visit_page(
-    appointment_id: int,
+    appointment_id: Id,
     request: Request,
     actor: CurrentActor,
     session: Session,
@@ -51,7 +52,7 @@ async def visit_page(
 
 @router.post("/visits/{appointment_id}/note", dependencies=[CsrfChecked])
 async def write_note(
-    appointment_id: int, request: Request, actor: CurrentActor, session: Session
+    appointment_id: Id, request: Request, actor: CurrentActor, session: Session
 ) -> Response:
     if actor is None:
         return login_redirect(request, f"/appointments/{appointment_id}")

@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from clinic.core.validation import Text
+
 
 class JoinTicketPublic(BaseModel):
     appointment_id: int
@@ -21,7 +23,7 @@ class JoinTicketPublic(BaseModel):
 
 
 class NoteCreate(BaseModel):
-    body: str = Field(min_length=1, max_length=20000)
+    body: Text = Field(min_length=1, max_length=20000)
 
 
 class NotePublic(BaseModel):

@@ -1,15 +1,26 @@
-"""One place that turns errors into responses: JSON for the API, a page for HTML."""
+"""One place that turns errors into responses: JSON for the API, a page for HTML.
+
+Every error answers with the envelope ``{"error": {"code", "message"}}`` (or the error page),
+never Starlette's ``text/plain`` 500, and leaves the keep-alive connection usable: an
+unexpected exception is logged and answered here instead of reaching the server, which would
+drop the connection.
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import DataError, DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clinic.core.errors import ClinicError, TooManyAttempts
+
+log = logging.getLogger(__name__)
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -42,9 +53,16 @@ def _respond(
 ) -> Response:
     if wants_json(request):
         return JSONResponse(error_body(code, message, **extra), status_code=status, headers=headers)
-    from clinic.web.render import render
+    from clinic.web.render import render, viewer_zone_or_utc
 
-    response = render(request, "error.html", status_code=status, code=code, message=message)
+    response = render(
+        request,
+        "error.html",
+        status_code=status,
+        code=code,
+        message=message,
+        zone=viewer_zone_or_utc(request),
+    )
     if headers:
         response.headers.update(headers)
     return response
@@ -80,7 +98,67 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return _respond(request, exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
 
 
+def _refused_value(exc: BaseException) -> bool:
+    """Whether the database (or its driver) refused a value: SQLSTATE class 22, "data
+    exception", or the driver's own check that a parameter fits its column type."""
+    seen: BaseException | None = exc
+    for _ in range(4):
+        if seen is None:
+            break
+        if isinstance(seen, DataError) or type(seen).__name__ == "DataError":
+            return True
+        if str(getattr(seen, "sqlstate", "") or "").startswith("22"):
+            return True
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return False
+
+
+async def database_error(request: Request, exc: Exception) -> Response:
+    """A value the database refused (out of range, NUL characters) is the input's fault: 422,
+    and the transaction that carried it is rolled back. The schemas should catch it first.
+    Anything else from the database is a 500 in the envelope."""
+    where = f"{request.method} {request.url.path}"
+    if _refused_value(exc):
+        log.warning("database refused a value on %s: %s", where, exc)
+        return _respond(request, 422, "invalid_input", "A value is out of range or not allowed.")
+    log.error("database error on %s", where, exc_info=exc)
+    return _respond(request, 500, "internal_error", "Something went wrong.")
+
+
+class UnexpectedErrors:
+    """Answers an exception nothing else handled with a 500 in the envelope, and keeps the
+    connection open (uvicorn closes it when the exception reaches it)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception:
+            if started:
+                raise
+            request = Request(scope, receive)
+            log.exception("unhandled error on %s %s", request.method, request.url.path)
+            response = _respond(request, 500, "internal_error", "Something went wrong.")
+            await response(scope, receive, send)
+
+
 def install(app: FastAPI) -> None:
+    """Register the handlers; call before adding the session middleware, so the unexpected
+    error page still sees the session (the catch-all sits inside it)."""
     app.add_exception_handler(ClinicError, clinic_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(DBAPIError, database_error)
+    app.add_middleware(UnexpectedErrors)
