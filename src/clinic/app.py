@@ -16,6 +16,7 @@ from clinic.core.db import make_engine, make_sessionmaker
 from clinic.features import feature_modules
 from clinic.web import errors
 from clinic.web.deps import AppState
+from clinic.web.limits import BodySizeLimit
 from clinic.web.sessions import SchemeAwareSessions
 
 STATIC = Path(__file__).parent / "web" / "static"
@@ -47,6 +48,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.clinic = state
     errors.install(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.include_router(health.router)
     for kind in ("api", "pages"):
         for module in feature_modules(kind):

@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     max_slot_range_days: int = Field(default=62, ge=1)
 
     db_pool_size: int = Field(default=10, ge=1)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    """Request bodies larger than this are refused (413) before they are parsed."""
 
     # Video visits.
     visit_join_before: timedelta = timedelta(minutes=10)
