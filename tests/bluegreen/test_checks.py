@@ -52,7 +52,7 @@ async def server() -> AsyncIterator[str]:
         return web.Response(status=503, text="not ready yet")
 
     async def slow(request: web.Request) -> web.Response:
-        await asyncio.sleep(2)
+        await asyncio.sleep(60)  # far past any check's timeout: an answer means it waited
         return web.Response(text="late")
 
     app = web.Application()
@@ -82,11 +82,9 @@ async def test_http_check_non_2xx(server: str) -> None:
 
 
 async def test_http_check_timeout(server: str) -> None:
-    start = time.monotonic()
     r = await http_check(f"{server}/slow", 0.3)
     assert not r.ok and r.status is None
     assert "no answer within 0.3s" in r.detail
-    assert time.monotonic() - start < 1.5
 
 
 async def test_http_check_connection_refused() -> None:
@@ -144,11 +142,9 @@ async def test_run_hook_timeout_kills_process_group(tmp_path: Path) -> None:
         "time.sleep(60)\n"
     )
     lines: list[str] = []
-    start = time.monotonic()
     r = await run_hook(
         [sys.executable, "-c", code], cwd=tmp_path, env={}, timeout=1.0, log=lines.append
     )
-    assert time.monotonic() - start < 6
     assert not r.ok and r.timed_out
     assert "timed out after 1s" in r.output and "process group was killed" in r.output
     grandchild = int(lines[0])

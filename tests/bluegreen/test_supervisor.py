@@ -127,8 +127,8 @@ async def test_never_ready_raises_ready_timeout_with_log_tail(
     started = time.monotonic()
     with pytest.raises(ReadyTimeout) as info:
         await sup.wait_ready([inst], timeout=1.5)
-    elapsed = time.monotonic() - started
-    assert 1.4 < elapsed < 3.0
+    # It waited its whole timeout (a lower bound: a busy machine only makes this longer).
+    assert time.monotonic() - started >= 1.5
     assert info.value.instance_ids == ("green-1",)
     msg = str(info.value)
     assert "green-1" in msg and "did not become ready within 1.5s" in msg
@@ -150,11 +150,11 @@ async def test_crashing_command_fails_fast(sup: Supervisor, release: Release) ->
         live_path="/healthz/live",
         ready_path="/healthz/ready",
     )
-    started = time.monotonic()
     with pytest.raises(ReadyTimeout) as info:
         await sup.wait_ready([inst], timeout=30)
-    assert time.monotonic() - started < 10
     msg = str(info.value)
+    # It gave up because the command crashed, not because the 30 s ran out.
+    assert "did not become ready within" not in msg
     assert "crashed repeatedly" in msg and "bad config" in msg and "last code 4" in msg
 
 
@@ -223,9 +223,7 @@ async def test_stop_kills_process_group_and_stubborn_process(
     child = int(next(line for line in inst.logs() if line.startswith("child ")).split()[1])
     pid = inst.pid
     assert pid is not None
-    started = time.monotonic()
     await sup.stop_instance(inst, timeout=0.5)
-    assert time.monotonic() - started < 4
     await eventually(lambda: not pid_alive(pid) and not pid_alive(child), 3, "group gone")
     assert sup.get("blue-1") is None
 

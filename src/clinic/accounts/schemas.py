@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, field_validator
 
-from clinic.core.validation import Day, Text, TimeZoneName
+from clinic.core.validation import PastDay, Text, TimeZoneName
 
 
 class _Strict(BaseModel):
@@ -23,7 +23,7 @@ class PatientCreate(_Strict):
     name: Name
     email: EmailStr
     password: Password
-    date_of_birth: Day
+    date_of_birth: PastDay
     time_zone: TimeZoneName = "UTC"
 
     @field_validator("date_of_birth")

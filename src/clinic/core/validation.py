@@ -150,6 +150,10 @@ AwareInstant = Annotated[
 Day = Annotated[date, BeforeValidator(_not_a_number), AfterValidator(_day_in_window)]
 """A calendar date within the window, never read from a number."""
 
+PastDay = Annotated[date, BeforeValidator(_not_a_number)]
+"""A date the schema bounds itself, more tightly than the window (a birth date: not in the
+future, at most 130 years ago), so its message can say which bound was passed."""
+
 DayText = Annotated[str, AfterValidator(check_day_text)]
 """A ``YYYY-MM-DD`` query parameter the page parses itself, checked like :data:`Day`."""
 

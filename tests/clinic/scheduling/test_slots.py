@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import time as clock
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -804,7 +803,9 @@ def test_random_busy_sets_never_overlap_and_nothing_free_is_lost(tz: ZoneInfo) -
         assert starts == sorted(set(starts))
 
 
-def test_a_month_with_hundreds_of_busy_intervals_is_fast() -> None:
+def test_a_month_with_hundreds_of_busy_intervals() -> None:
+    """A month of 15-minute slots around 500 random bookings: right and repeatable (its speed
+    is measured by bench/slots.py, not asserted here)."""
     rng = random.Random(7)
     rules = make_rules(slot=15, buffer=5)
     weekly = every_day(time(7), time(21))
@@ -814,9 +815,8 @@ def test_a_month_with_hundreds_of_busy_intervals_is_fast() -> None:
     for _ in range(500):
         start = range_start + mins(rng.randrange(0, 31 * 24 * 60))
         busy.append((start, start + mins(20)))
-    started = clock.perf_counter()
-    for _ in range(5):
-        slots = free_slots(
+    runs = [
+        free_slots(
             rules=rules,
             weekly=weekly,
             overrides=[],
@@ -825,6 +825,10 @@ def test_a_month_with_hundreds_of_busy_intervals_is_fast() -> None:
             range_end=range_end,
             now=LONG_AGO,
         )
-    elapsed = clock.perf_counter() - started
+        for _ in range(5)
+    ]
+    slots = runs[0]
+    assert all(run == slots for run in runs)
     assert 0 < len(slots) < 31 * 42
-    assert elapsed < 1.0, f"5 runs took {elapsed:.3f}s"
+    for slot in slots:
+        assert not any(overlaps((slot.starts_at, slot.ends_at), b) for b in busy)
