@@ -28,8 +28,9 @@ from clinic.web.deps import (
     log_in,
     log_out,
 )
+from clinic.web.errors import ERROR_RESPONSES
 
-router = APIRouter(prefix="/api/v1", tags=["accounts"])
+router = APIRouter(prefix="/api/v1", tags=["accounts"], responses=ERROR_RESPONSES)
 
 
 def user_public(user: User) -> UserPublic:

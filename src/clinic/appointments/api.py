@@ -17,8 +17,9 @@ from clinic.appointments.schemas import (
 )
 from clinic.core.validation import Id, Instant, Text
 from clinic.web.deps import CurrentActor, Session, SettingsDep
+from clinic.web.errors import ERROR_RESPONSES
 
-router = APIRouter(prefix="/api/v1/appointments", tags=["appointments"])
+router = APIRouter(prefix="/api/v1/appointments", tags=["appointments"], responses=ERROR_RESPONSES)
 
 
 def appointment_public(view: service.AppointmentView) -> AppointmentPublic:

@@ -9,8 +9,9 @@ from clinic.audit.models import AuditRecord
 from clinic.audit.schemas import AuditRecordPublic
 from clinic.core.validation import Id, Instant
 from clinic.web.deps import CurrentActor, Session
+from clinic.web.errors import ERROR_RESPONSES
 
-router = APIRouter(prefix="/api/v1", tags=["audit"])
+router = APIRouter(prefix="/api/v1", tags=["audit"], responses=ERROR_RESPONSES)
 
 
 def record_public(r: AuditRecord, names: dict[int, str]) -> AuditRecordPublic:

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from zoneinfo import ZoneInfo, available_timezones
 
 from annotated_types import Ge, Le
-from pydantic import AfterValidator, AwareDatetime, BeforeValidator
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, WithJsonSchema
 
 MAX_ID = 2**63 - 1
 """Ids are PostgreSQL ``BIGINT`` identities."""
@@ -163,7 +163,18 @@ InstantText = Annotated[str, AfterValidator(check_instant_text)]
 TimeZoneName = Annotated[str, AfterValidator(check_time_zone)]
 """An IANA zone name from ``zoneinfo.available_timezones()``."""
 
-WallClock = Annotated[time, AfterValidator(_naive_time)]
+WallClock = Annotated[
+    time,
+    AfterValidator(_naive_time),
+    # JSON Schema's "time" format is RFC 3339's, which requires an offset: say what is meant.
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d+)?)?$",
+            "description": "local wall-clock time HH:MM[:SS], without a UTC offset",
+        }
+    ),
+]
 """A local time of day, refused with a UTC offset (``09:00+05:00``)."""
 
 PageId = Annotated[Id | None, BeforeValidator(_blank_is_none)]

@@ -11,8 +11,9 @@ from pydantic import BaseModel
 from clinic.core.validation import Text
 from clinic.notify import service
 from clinic.web.deps import CurrentActor, Session
+from clinic.web.errors import ERROR_RESPONSES
 
-router = APIRouter(prefix="/api/v1/admin", tags=["notify"])
+router = APIRouter(prefix="/api/v1/admin", tags=["notify"], responses=ERROR_RESPONSES)
 
 
 class JobPublic(BaseModel):

@@ -23,8 +23,9 @@ from clinic.scheduling.schemas import (
     SlotsPublic,
 )
 from clinic.web.deps import CurrentActor, Session, SettingsDep
+from clinic.web.errors import ERROR_RESPONSES
 
-router = APIRouter(prefix="/api/v1/doctors", tags=["doctors"])
+router = APIRouter(prefix="/api/v1/doctors", tags=["doctors"], responses=ERROR_RESPONSES)
 
 
 def doctor_public(cal: service.DoctorCalendar, next_free: datetime | None) -> DoctorPublic:

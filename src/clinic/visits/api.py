@@ -14,8 +14,9 @@ from clinic.visits.schemas import (
     WaitingPublic,
 )
 from clinic.web.deps import CurrentActor, Session, SettingsDep
+from clinic.web.errors import ERROR_RESPONSES
 
-router = APIRouter(tags=["visits"])
+router = APIRouter(tags=["visits"], responses=ERROR_RESPONSES)
 router.include_router(signalling.router)
 
 PREFIX = "/api/v1/visits"

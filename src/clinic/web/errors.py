@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 from sqlalchemy.exc import DataError, DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -31,6 +32,43 @@ _HTTP_CODES = {
     413: "too_large",
     415: "unsupported_media_type",
 }
+
+
+class FieldProblem(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    """Stable, machine-readable: ``not_found``, ``slot_taken``, ``invalid_input``, ..."""
+    message: str
+    field: str | None = None
+    """The input the error is about, when there is one."""
+    fields: list[FieldProblem] | None = None
+    """Every refused input (``invalid_input`` from validation)."""
+
+
+class ErrorEnvelope(BaseModel):
+    """The body of every error answer of the API."""
+
+    error: ErrorDetail
+
+
+def _documented(description: str) -> dict[str, Any]:
+    return {"model": ErrorEnvelope, "description": description}
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: _documented("Not logged in (no or an invalid session or bearer token)."),
+    403: _documented("Logged in, but not allowed (or a cookie call without its CSRF token)."),
+    404: _documented("No such thing, or not one this user may see."),
+    409: _documented("A conflict: the slot is taken, the state does not allow it, and so on."),
+    413: _documented("The request body is larger than the configured limit."),
+    422: _documented("Invalid input; ``error.fields`` names each refused field."),
+    429: _documented("Too many attempts; retry after ``Retry-After`` seconds."),
+}
+"""The error answers every API router documents (FastAPI ``responses=``)."""
 
 
 def wants_json(request: Request) -> bool:
