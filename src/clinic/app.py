@@ -18,6 +18,7 @@ from clinic.web import errors
 from clinic.web.deps import AppState
 from clinic.web.limits import BodySizeLimit
 from clinic.web.sessions import SchemeAwareSessions
+from clinic.web.throttle import ThrottleRegistrations, registration_throttle
 
 STATIC = Path(__file__).parent / "web" / "static"
 
@@ -49,6 +50,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.clinic = state
     errors.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(ThrottleRegistrations, throttle=registration_throttle(settings))
     app.include_router(health.router)
     for kind in ("api", "pages"):
         for module in feature_modules(kind):

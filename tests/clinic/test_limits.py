@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -34,15 +35,16 @@ def _rss(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-@pytest.fixture
-def instance(db_url: str, tmp_path: Path) -> Iterator[tuple[int, int]]:
-    """(pid, port) of a running ``clinic serve``."""
+@contextmanager
+def running_instance(db_url: str, var: Path, **settings: str) -> Iterator[tuple[int, int]]:
+    """(pid, port) of a ``clinic serve`` process, ready, with ``CLINIC_*`` ``settings``."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLINIC_")}
     env |= {
         "CLINIC_DATABASE_URL": db_url,
-        "CLINIC_VAR_DIR": str(tmp_path / "var"),
+        "CLINIC_VAR_DIR": str(var),
         "CLINIC_WORKER_IN_PROCESS": "false",
+        **{f"CLINIC_{name.upper()}": value for name, value in settings.items()},
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "clinic", "serve", "--port", str(port)],
@@ -66,6 +68,12 @@ def instance(db_url: str, tmp_path: Path) -> Iterator[tuple[int, int]]:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.fixture
+def instance(db_url: str, tmp_path: Path) -> Iterator[tuple[int, int]]:
+    with running_instance(db_url, tmp_path / "var") as running:
+        yield running
 
 
 @pytest.fixture
@@ -135,18 +143,18 @@ async def test_a_100_mb_body_is_refused_within_a_memory_bound(
     pid, port = instance
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
         for _ in range(20):  # warm up the paths the big requests take
-            await http.post("/api/v1/patients", json={"name": "x"})
+            await http.post("/api/v1/auth/login", json={"name": "x"})
             await http.get("/login")
     baseline = _rss(pid)
     peak.append(pid)
     cases = {
         "declared JSON": (
-            b"POST /api/v1/patients HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             + f"Content-Length: {BODY}\r\n\r\n".encode(),
             _plain(BODY),
         ),
         "chunked JSON": (
-            b"POST /api/v1/patients HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n",
             _chunked(BODY),
         ),
@@ -168,7 +176,7 @@ async def test_a_100_mb_body_is_refused_within_a_memory_bound(
     assert grew < MEMORY_BOUND, f"VmRSS grew by {grew / 2**20:.0f} MB"
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
         assert (await http.get("/healthz/live")).status_code == 200
-        small = await http.post("/api/v1/patients", json={"name": "x"})
+        small = await http.post("/api/v1/auth/login", json={"name": "x"})
         assert small.status_code == 422, "ordinary bodies still reach validation"
 
 

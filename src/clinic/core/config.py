@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     login_slowdown_after: int = Field(default=3, ge=1)
     login_slowdown_seconds: float = Field(default=1.0, ge=0)
     password_min_length: int = Field(default=10, ge=8)
+    register_per_address: int = Field(default=10, ge=1)
+    """Registrations one address may make per ``register_period`` (per instance)."""
+    register_total: int = Field(default=120, ge=1)
+    """Registrations an instance accepts per ``register_period`` from all addresses."""
+    register_period: timedelta = timedelta(minutes=10)
 
     # Booking rules that are the clinic's, not a doctor's.
     patient_cancel_cutoff: timedelta = timedelta(hours=2)
