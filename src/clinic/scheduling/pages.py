@@ -64,7 +64,7 @@ def _tz_query(request: Request) -> dict[str, str]:
     return {"tz": tz} if tz and getattr(request.state, "actor", None) is None else {}
 
 
-def monday_url(doctor_id: Id, monday: date, request: Request) -> str:
+def monday_url(doctor_id: int, monday: date, request: Request) -> str:
     return f"/doctors/{doctor_id}?" + urlencode({"week": monday.isoformat(), **_tz_query(request)})
 
 
