@@ -105,8 +105,9 @@ def threshold_args(config: Config) -> list[Obj]:
 def post_promotion(config: Config, opts: Options, names: Names) -> Obj:
     """Prometheus on the app's own metrics, new ReplicaSet against old (see :mod:`promql`):
     one measurement after the analysis window; no data is inconclusive, never success."""
-    window = seconds(config.timeouts.analysis_window)
-    sel = promql.Selector(namespace=opts.namespace, window=max(window, 60))
+    # Prometheus needs a few scrapes in a range: at least a minute, measured once it is over.
+    window = max(seconds(config.timeouts.analysis_window), 60)
+    sel = promql.Selector(namespace=opts.namespace, window=window)
 
     def metric(name: str, query: str) -> Obj:
         return {
