@@ -32,7 +32,7 @@ def smoke_container(config: Config, opts: Options, *, name: str, image: str, ser
         "name": name,
         "image": image,
         "command": argv(smoke, base_url=f"http://{service}", release="-"),
-        "env": app_env(config, opts, secrets=("CLINIC_SMOKE_PASSWORD",)),
+        "env": app_env(config, opts, secrets=("CLINIC_SECRET_KEY", "CLINIC_SMOKE_PASSWORD")),
         "resources": {
             "requests": {"cpu": "100m", "memory": "128Mi"},
             "limits": {"memory": "256Mi"},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from bluegreen.config import Config
 from bluegreen.errors import ConfigError
 from bluegreen.kubernetes.manifests import (
@@ -31,7 +33,11 @@ def _clinic_container(config: Config, opts: Options, name: str, command: list[st
         "name": name,
         "image": opts.image,
         "command": command,
-        "env": app_env(config, opts, secrets=("CLINIC_DATABASE_URL", "CLINIC_SMOKE_PASSWORD")),
+        "env": app_env(
+            config,
+            opts,
+            secrets=("CLINIC_DATABASE_URL", "CLINIC_SECRET_KEY", "CLINIC_SMOKE_PASSWORD"),
+        ),
         "resources": resources("250m", "256Mi", "1", "768Mi"),
         "securityContext": container_security(),
         "volumeMounts": mounts,
@@ -46,9 +52,9 @@ def rehearse_argv(opts: Options) -> list[str]:
         "bluegreen",
         "rehearse",
         "--live-dir",
-        f"{LIVE_MOUNT}{APP_DIR}",
+        f"{LIVE_MOUNT}/{Path(APP_DIR).name}",  # where `cp -a VENV APP_DIR LIVE_MOUNT/` puts them
         "--live-python",
-        f"{LIVE_MOUNT}{VENV}/bin/python",
+        f"{LIVE_MOUNT}/{Path(VENV).name}/bin/python",
         "--live-release",
         opts.live_image.rsplit(":", 1)[-1] if ":" in opts.live_image else "live",
     ]
@@ -145,7 +151,7 @@ def worker_deployment(config: Config, opts: Options, names: Names) -> Obj:
                                     opts,
                                     secrets=("CLINIC_DATABASE_URL", "CLINIC_SECRET_KEY"),
                                 ),
-                                {"name": "CLINIC_WORKER_DRAIN_TIMEOUT", "value": f"{drain}"},
+                                {"name": "CLINIC_WORKER_DRAIN_TIMEOUT", "value": f"PT{drain}S"},
                             ],
                             "resources": resources("100m", "192Mi", "500m", "512Mi"),
                             "securityContext": container_security(),
