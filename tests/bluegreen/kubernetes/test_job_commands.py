@@ -55,7 +55,7 @@ class Pod:
     """Where a rendered container runs here: mount paths mapped to directories."""
 
     def __init__(self, root: Path, database_url: str) -> None:
-        self.mounts = {"/app": root / "app", "/live": root / "live", "/tmp": root / "tmp"}  # noqa: S108
+        self.mounts = {"/app": root / "app", "/live": root / "live", "/tmp": root / "tmp"}
         self.database_url = database_url
         self.services: dict[str, str] = {}
         app = self.mounts["/app"]
