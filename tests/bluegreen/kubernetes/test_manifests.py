@@ -12,7 +12,7 @@ from typing import Any
 import promql_parser
 import pytest
 import yaml
-from schemas import errors
+from k8s_schemas import errors
 
 from bluegreen.cli import main
 from bluegreen.config import Config, load_config
