@@ -543,6 +543,12 @@ def logs(
             print(f"{iid} | {line}")
 
 
+from bluegreen.kubernetes.cli import rehearse, render_app  # noqa: E402 (commands of its own)
+
+app.add_typer(render_app, name="render")
+app.command("rehearse")(rehearse)
+
+
 def _invoke(argv: list[str] | None) -> object:
     try:
         return app(args=argv, standalone_mode=False, prog_name="bluegreen")

@@ -14,6 +14,7 @@ from clinic.audit.context import RequestContextMiddleware
 from clinic.core.config import Settings
 from clinic.core.db import make_engine, make_sessionmaker
 from clinic.features import feature_modules
+from clinic.metrics import MetricsMiddleware
 from clinic.web import errors
 from clinic.web.deps import AppState
 from clinic.web.limits import BodySizeLimit
@@ -59,4 +60,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(SchemeAwareSessions, settings=settings)
     # Outermost: every audit record written while serving a request names its address and id.
     app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(MetricsMiddleware, settings=settings)  # times everything, errors too
     return app

@@ -110,6 +110,11 @@ class Settings(BaseSettings):
     """Password of the synthetic smoke-test accounts. Unset: generated once, kept in
     ``var_dir/secrets/smoke-password`` (owner-only)."""
 
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    """Serve Prometheus metrics on this separate port (0: any free one); unset: not served.
+    Never the application's port, which the public listener reaches (clinic/metrics.py)."""
+    metrics_host: str = "127.0.0.1"
+
     def secret_file(self, name: str) -> Path:
         return self.var_dir / "secrets" / name
 
