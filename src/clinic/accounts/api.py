@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, status
 
 from clinic.accounts import service
+from clinic.accounts.deps import CurrentActor
 from clinic.accounts.models import ApiToken, User
 from clinic.accounts.schemas import (
     DoctorCreate,
@@ -18,15 +19,7 @@ from clinic.accounts.schemas import (
     TokenPublic,
     UserPublic,
 )
-from clinic.web.deps import (
-    CurrentActor,
-    Session,
-    SettingsDep,
-    client_address,
-    csrf_token,
-    log_in,
-    log_out,
-)
+from clinic.web.deps import Session, SettingsDep, client_address, csrf_token, log_in, log_out
 
 router = APIRouter(prefix="/api/v1", tags=["accounts"])
 

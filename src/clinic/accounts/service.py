@@ -16,6 +16,7 @@ from clinic.accounts import guards
 from clinic.accounts.guards import Actor
 from clinic.accounts.models import ApiToken, Doctor, LoginThrottle, Patient, Role, User
 from clinic.accounts.schemas import DoctorCreate, PatientCreate, PatientUpdate
+from clinic.core import audit
 from clinic.core.config import Settings
 from clinic.core.db import utcnow
 from clinic.core.errors import (
@@ -314,8 +315,6 @@ async def _audit(
     patient_id: int,
     action: Literal["read", "create", "update"],
 ) -> None:
-    from clinic.audit import service as audit  # audit's guards import this package
-
     await audit.record(
         session, actor=actor, patient_id=patient_id, action=action, subject="profile"
     )

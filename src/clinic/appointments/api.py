@@ -6,6 +6,7 @@ from datetime import datetime
 
 from fastapi import APIRouter, Header, Query, Response, status
 
+from clinic.accounts.deps import CurrentActor
 from clinic.appointments import service
 from clinic.appointments.models import AppointmentEvent, Status
 from clinic.appointments.schemas import (
@@ -17,7 +18,7 @@ from clinic.appointments.schemas import (
     AppointmentPublic,
     AppointmentReschedule,
 )
-from clinic.web.deps import CurrentActor, Session, SettingsDep
+from clinic.web.deps import Session, SettingsDep
 
 router = APIRouter(prefix="/api/v1/appointments", tags=["appointments"])
 

@@ -4,36 +4,45 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from clinic.accounts.deps import CurrentActor
 from clinic.accounts.guards import Actor
-from clinic.accounts.pages import (
-    flash,
-    login_redirect,
-    page,
-    redirect,
-    text,
-    validation_errors,
-)
 from clinic.appointments import service
 from clinic.appointments.schemas import AppointmentCreate, AppointmentReschedule
+from clinic.core.config import Settings
 from clinic.core.db import utcnow
 from clinic.core.errors import ClinicError, Conflict, IdempotencyKeyReused, InvalidInput
+from clinic.core.provided import Provided
 from clinic.scheduling import service as scheduling
 from clinic.scheduling.pages import local_midnight, monday_of, parse_day
-from clinic.visits import service as visits
-from clinic.web.deps import CsrfChecked, CurrentActor, Session, SettingsDep, app_state
+from clinic.web.deps import CsrfChecked, Session, SettingsDep, app_state
+from clinic.web.pages import flash, login_redirect, page, redirect, text, validation_errors
 from clinic.web.render import viewer_zone
 
 router = APIRouter(include_in_schema=False)
 
 RESCHEDULE_LOOKAHEAD = timedelta(days=14)
 RESCHEDULE_CHOICES = 400
+
+
+class VisitSummaries(Protocol):
+    """The video visit's box on the appointment page (visits sit above appointments)."""
+
+    async def __call__(
+        self, *, session: AsyncSession, actor: Actor, appointment_id: int, settings: Settings
+    ) -> object | None: ...
+
+
+VISIT_SUMMARY: Provided[VisitSummaries] = Provided(
+    "the appointment page's visit box (clinic.visits.service.visit_summary)"
+)
 
 
 def parse_instant(value: str, name: str = "starts_at") -> datetime:
@@ -196,11 +205,16 @@ async def _detail_page(
         session=session, actor=actor, appointment_id=appointment_id
     )
     # The visit: a join link inside its window, its notes for the patient and the doctor only.
-    visit = await visits.visit_summary(
-        session=session,
-        actor=actor,
-        appointment_id=appointment_id,
-        settings=app_state(request).settings,
+    summaries = VISIT_SUMMARY.get_or_none()  # None: the visits feature is not installed
+    visit = (
+        await summaries(
+            session=session,
+            actor=actor,
+            appointment_id=appointment_id,
+            settings=app_state(request).settings,
+        )
+        if summaries is not None
+        else None
     )
     choices: dict[date, list[datetime]] = {}
     if view.appointment.status == "booked":

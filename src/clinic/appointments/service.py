@@ -16,8 +16,9 @@ from sqlalchemy.orm import aliased
 from clinic.accounts import guards
 from clinic.accounts.guards import Actor
 from clinic.accounts.models import Doctor, Role, User
+from clinic.appointments import notices
 from clinic.appointments.models import Appointment, AppointmentEvent, IdempotencyKey, Status
-from clinic.audit import service as audit
+from clinic.core import audit
 from clinic.core.config import Settings
 from clinic.core.db import utcnow
 from clinic.core.errors import (
@@ -30,7 +31,6 @@ from clinic.core.errors import (
     SlotUnavailable,
     TooLate,
 )
-from clinic.notify import service as notify
 from clinic.scheduling import service as scheduling
 
 _DoctorUser = aliased(User)
@@ -116,14 +116,15 @@ async def _check_slot(
     *,
     ignore: int | None = None,
 ) -> scheduling.DoctorCalendar:
-    calendar, verdict = await scheduling.check_slot(
-        session=session,
-        actor=actor,
-        doctor_id=doctor_id,
-        starts_at=starts_at,
-        now=now,
-        ignore_appointment=ignore,
-    )
+    async with session.begin():
+        calendar, verdict = await scheduling.slot_verdict(
+            session=session,
+            actor=actor,
+            doctor_id=doctor_id,
+            starts_at=starts_at,
+            now=now,
+            ignore_appointment=ignore,
+        )
     if verdict is scheduling.SlotCheck.TAKEN:
         raise SlotTaken(
             "This slot is already booked. Please choose another slot.", field="starts_at"
@@ -205,7 +206,7 @@ async def book_appointment(
             await session.flush()
             # The confirmation emails and the audit record commit with the booking, or
             # neither does (a conflict above rolls all of it back).
-            await notify.appointment_changed(session, appointment=appointment, change="booked")
+            await notices.tell_parties(session, appointment=appointment, change="booked")
             await audit.record(
                 session,
                 actor=patient,
@@ -321,7 +322,7 @@ async def cancel_appointment(
                 details={"reason": reason, "by": who.role.value},
             )
         )
-        await notify.appointment_changed(session, appointment=appt, change="cancelled")
+        await notices.tell_parties(session, appointment=appt, change="cancelled")
         await _audit_update(session, who, appt)
     view, _ = await _get(session, actor, appointment_id, audited=False)
     return view
@@ -371,7 +372,7 @@ async def reschedule_appointment(
                 )
             )
             await session.flush()
-            await notify.appointment_changed(
+            await notices.tell_parties(
                 session, appointment=appt, change="rescheduled", previous_start=old_start
             )
             await _audit_update(session, who, appt)

@@ -6,10 +6,11 @@ from datetime import datetime
 
 from fastapi import APIRouter, Query
 
+from clinic.accounts.deps import CurrentActor
 from clinic.audit import service
-from clinic.audit.models import AuditRecord
 from clinic.audit.schemas import AuditRecordPublic
-from clinic.web.deps import CurrentActor, Session
+from clinic.core.audit import AuditRecord
+from clinic.web.deps import Session
 
 router = APIRouter(prefix="/api/v1", tags=["audit"])
 

@@ -7,10 +7,11 @@ from datetime import UTC, date, datetime, time, timedelta
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from clinic.accounts.pages import login_redirect, page
+from clinic.accounts.deps import CurrentActor
 from clinic.audit import service
 from clinic.core.errors import InvalidInput
-from clinic.web.deps import CurrentActor, Session
+from clinic.web.deps import Session
+from clinic.web.pages import login_redirect, page
 from clinic.web.render import viewer_zone
 
 router = APIRouter(include_in_schema=False)

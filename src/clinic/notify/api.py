@@ -8,8 +8,9 @@ from typing import Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
+from clinic.accounts.deps import CurrentActor
 from clinic.notify import service
-from clinic.web.deps import CurrentActor, Session
+from clinic.web.deps import Session
 
 router = APIRouter(prefix="/api/v1/admin", tags=["notify"])
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from clinic.accounts.pages import login_redirect, page
+from clinic.accounts.deps import CurrentActor
 from clinic.notify import service
-from clinic.web.deps import CurrentActor, Session
+from clinic.web.deps import Session
+from clinic.web.pages import login_redirect, page
 
 router = APIRouter(include_in_schema=False)
 

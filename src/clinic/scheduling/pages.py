@@ -13,8 +13,14 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 from starlette.datastructures import FormData
 
+from clinic.accounts.deps import CurrentActor
 from clinic.accounts.guards import Actor
-from clinic.accounts.pages import (
+from clinic.core.db import utcnow
+from clinic.core.errors import ClinicError, InvalidInput
+from clinic.scheduling import service
+from clinic.scheduling.schemas import OverrideIn, ScheduleIn
+from clinic.web.deps import CsrfChecked, Session, SettingsDep
+from clinic.web.pages import (
     clinic_errors,
     flash,
     login_redirect,
@@ -23,12 +29,6 @@ from clinic.accounts.pages import (
     text,
     validation_errors,
 )
-from clinic.appointments import service as appointments
-from clinic.core.db import utcnow
-from clinic.core.errors import ClinicError, InvalidInput
-from clinic.scheduling import service
-from clinic.scheduling.schemas import OverrideIn, ScheduleIn
-from clinic.web.deps import CsrfChecked, CurrentActor, Session, SettingsDep
 from clinic.web.render import viewer_zone
 
 router = APIRouter(include_in_schema=False)
@@ -185,11 +185,9 @@ async def _schedule_page(
 ) -> Response:
     now = utcnow()
     calendar = await service.get_schedule(session=session, actor=actor, doctor_id=actor.user_id)
-    outside = await service.appointments_outside_hours(session=session, calendar=calendar, now=now)
-    names: dict[int, str] = {}
-    if outside:
-        views = await appointments.list_appointments(session=session, actor=actor, start=now)
-        names = {v.appointment.id: v.patient_name for v in views}
+    outside = await service.appointments_outside_hours(
+        session=session, actor=actor, calendar=calendar, now=now
+    )
     return page(
         request,
         "scheduling/schedule.html",
@@ -199,7 +197,7 @@ async def _schedule_page(
         rows=rows if rows is not None else _rows_of(calendar),
         rules=rules if rules is not None else _rules_of(calendar),
         override=override or {"day": "", "kind": "off", "start": "", "end": ""},
-        outside=[(a, names.get(a.id, "")) for a in outside],
+        outside=[(a, a.patient_name) for a in outside],
         errors=errors or {},
     )
 

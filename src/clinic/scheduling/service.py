@@ -13,9 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from clinic.accounts import guards
 from clinic.accounts.guards import Actor
 from clinic.accounts.models import Doctor, Role, User
-from clinic.appointments.models import Appointment, Status
+from clinic.core import audit
 from clinic.core.errors import InvalidInput, NotFound
+from clinic.scheduling import booked
 from clinic.scheduling import slots as slotlib
+from clinic.scheduling.booked import Booked
 from clinic.scheduling.models import ScheduleOverride, WeeklyHours
 from clinic.scheduling.schemas import OverrideIn, RulesIn, ScheduleIn, WeeklyWindowIn
 
@@ -93,33 +95,6 @@ async def _calendars(
     return [DoctorCalendar(u, d, by_weekly[d.user_id], by_override[d.user_id]) for u, d in doctors]
 
 
-async def _busy(
-    session: AsyncSession,
-    ids: list[int],
-    start: datetime,
-    end: datetime,
-    *,
-    ignore: int | None = None,
-) -> dict[int, list[tuple[datetime, datetime]]]:
-    stmt = (
-        select(Appointment.doctor_id, Appointment.starts_at, Appointment.buffer_ends_at)
-        .where(
-            Appointment.doctor_id.in_(ids),
-            Appointment.status != Status.CANCELLED.value,
-            Appointment.starts_at < end + timedelta(days=1),
-            Appointment.buffer_ends_at > start - timedelta(days=1),
-        )
-        .order_by(Appointment.starts_at)
-    )
-    if ignore is not None:
-        stmt = stmt.where(Appointment.id != ignore)
-    rows = await session.execute(stmt)
-    busy: dict[int, list[tuple[datetime, datetime]]] = {i: [] for i in ids}
-    for doctor_id, s, e in rows.all():
-        busy[doctor_id].append((s, e))
-    return busy
-
-
 def _check_range(start: datetime, end: datetime, max_days: int) -> None:
     if start.tzinfo is None or end.tzinfo is None:
         raise InvalidInput("start and end need a UTC offset (for example 2026-12-01T00:00:00Z)")
@@ -148,8 +123,8 @@ async def doctor_slots(
         if row is None:
             raise NotFound("No such doctor.")
         (calendar,) = await _calendars(session, [(row[0], row[1])], start, end)
-        busy = (await _busy(session, [doctor_id], start, end))[doctor_id]
-    return calendar, _free(calendar, busy, start, end, now)
+        busy = await booked.SOURCE.get().busy(session, doctor_ids=[doctor_id], start=start, end=end)
+    return calendar, _free(calendar, busy[doctor_id], start, end, now)
 
 
 class SlotCheck(StrEnum):
@@ -158,7 +133,7 @@ class SlotCheck(StrEnum):
     NOT_BOOKABLE = "not_bookable"
 
 
-async def check_slot(
+async def slot_verdict(
     *,
     session: AsyncSession,
     actor: Actor | None,
@@ -168,24 +143,42 @@ async def check_slot(
     ignore_appointment: int | None = None,
 ) -> tuple[DoctorCalendar, SlotCheck]:
     """Whether ``starts_at`` is a free slot of the doctor, taken, or not a bookable time at
-    all (outside hours, off the grid, too soon or too far ahead). ``ignore_appointment``: an
-    appointment being moved, whose own time does not count as busy."""
+    all (outside hours, off the grid, too soon or too far ahead), read in the caller's
+    transaction (booking calls this inside its own). ``actor``: whose view of the doctors
+    applies (None: the public's). ``ignore_appointment``: an appointment being moved, whose own
+    time does not count as busy."""
     end = starts_at + timedelta(minutes=1)
-    async with session.begin():
-        row = (
-            await session.execute(_visible_doctor(actor).where(Doctor.user_id == doctor_id))
-        ).first()
-        if row is None or row[1].approved_at is None:
-            raise NotFound("No such doctor.")
-        (calendar,) = await _calendars(session, [(row[0], row[1])], starts_at, end)
-        busy = (await _busy(session, [doctor_id], starts_at, end, ignore=ignore_appointment))[
-            doctor_id
-        ]
-    if any(s.starts_at == starts_at for s in _free(calendar, busy, starts_at, end, now)):
+    row = (await session.execute(_visible_doctor(actor).where(Doctor.user_id == doctor_id))).first()
+    if row is None or row[1].approved_at is None:
+        raise NotFound("No such doctor.")
+    (calendar,) = await _calendars(session, [(row[0], row[1])], starts_at, end)
+    busy = await booked.SOURCE.get().busy(
+        session, doctor_ids=[doctor_id], start=starts_at, end=end, ignore=ignore_appointment
+    )
+    if any(s.starts_at == starts_at for s in _free(calendar, busy[doctor_id], starts_at, end, now)):
         return calendar, SlotCheck.FREE
     if any(s.starts_at == starts_at for s in _free(calendar, [], starts_at, end, now)):
         return calendar, SlotCheck.TAKEN
     return calendar, SlotCheck.NOT_BOOKABLE
+
+
+async def check_slot(
+    *,
+    session: AsyncSession,
+    actor: Actor | None,
+    doctor_id: int,
+    starts_at: datetime,
+    now: datetime,
+) -> tuple[DoctorCalendar, SlotCheck]:
+    """:func:`slot_verdict` as a use case of its own (the booking page asks it)."""
+    async with session.begin():
+        return await slot_verdict(
+            session=session,
+            actor=actor,
+            doctor_id=doctor_id,
+            starts_at=starts_at,
+            now=now,
+        )
 
 
 def _free(
@@ -231,7 +224,8 @@ async def search_doctors(
         if not doctors:
             return []
         calendars = await _calendars(session, doctors, now, end)
-        busy = await _busy(session, [d.user_id for _, d in doctors], now, end)
+        ids = [d.user_id for _, d in doctors]
+        busy = await booked.SOURCE.get().busy(session, doctor_ids=ids, start=now, end=end)
     result = []
     for cal in calendars:
         free = _free(cal, busy[cal.doctor.user_id], now, end, now)
@@ -279,35 +273,47 @@ async def get_schedule(
 
 
 async def appointments_outside_hours(
-    *, session: AsyncSession, calendar: DoctorCalendar, now: datetime
-) -> list[Appointment]:
-    """Future booked appointments that the doctor's current hours no longer cover."""
+    *,
+    session: AsyncSession,
+    actor: Actor | None,
+    calendar: DoctorCalendar,
+    now: datetime,
+) -> list[Booked]:
+    """Future booked appointments that the doctor's current hours no longer cover (with
+    their patients' names: reading them is recorded in the audit trail)."""
+    who = guards.ensure_may_manage_schedule(actor, calendar.doctor.user_id)
     async with session.begin():
-        upcoming = list(
-            await session.scalars(
-                select(Appointment)
-                .where(
-                    Appointment.doctor_id == calendar.doctor.user_id,
-                    Appointment.status == Status.BOOKED.value,
-                    Appointment.starts_at >= now,
-                )
-                .order_by(Appointment.starts_at)
-            )
+        upcoming = await booked.SOURCE.get().upcoming(
+            session, doctor_id=calendar.doctor.user_id, since=now
         )
-    if not upcoming:
-        return []
-    outside = slotlib.outside_hours(
-        rules=calendar.rules(),
-        weekly=calendar.windows(),
-        overrides=calendar.date_overrides(),
-        appointments=[(a.starts_at, a.ends_at) for a in upcoming],
-    )
-    return [upcoming[i] for i in outside]
+        if not upcoming:
+            return []
+        outside = slotlib.outside_hours(
+            rules=calendar.rules(),
+            weekly=calendar.windows(),
+            overrides=calendar.date_overrides(),
+            appointments=[(a.starts_at, a.ends_at) for a in upcoming],
+        )
+        shown = [upcoming[i] for i in outside]
+        await audit.record_many(
+            session,
+            actor=who,
+            accesses=[
+                audit.Access(pid, "read", "appointments")
+                for pid in sorted({b.patient_id for b in shown})
+            ],
+        )
+        return shown
 
 
 async def save_schedule(
-    *, session: AsyncSession, actor: Actor | None, doctor_id: int, data: ScheduleIn, now: datetime
-) -> tuple[DoctorCalendar, list[Appointment]]:
+    *,
+    session: AsyncSession,
+    actor: Actor | None,
+    doctor_id: int,
+    data: ScheduleIn,
+    now: datetime,
+) -> tuple[DoctorCalendar, list[Booked]]:
     """Replace the weekly hours and rules. Booked appointments are never cancelled: the ones
     now outside the hours are returned so the doctor sees them."""
     guards.ensure_may_manage_schedule(actor, doctor_id)
@@ -322,7 +328,13 @@ async def save_schedule(
         )
         _apply_rules(doctor, data.rules)
     calendar = await get_schedule(session=session, actor=actor, doctor_id=doctor_id)
-    return calendar, await appointments_outside_hours(session=session, calendar=calendar, now=now)
+    outside = await appointments_outside_hours(
+        session=session,
+        actor=actor,
+        calendar=calendar,
+        now=now,
+    )
+    return calendar, outside
 
 
 def _apply_rules(doctor: Doctor, rules: RulesIn) -> None:
@@ -333,8 +345,13 @@ def _apply_rules(doctor: Doctor, rules: RulesIn) -> None:
 
 
 async def add_override(
-    *, session: AsyncSession, actor: Actor | None, doctor_id: int, data: OverrideIn, now: datetime
-) -> tuple[ScheduleOverride, list[Appointment]]:
+    *,
+    session: AsyncSession,
+    actor: Actor | None,
+    doctor_id: int,
+    data: OverrideIn,
+    now: datetime,
+) -> tuple[ScheduleOverride, list[Booked]]:
     guards.ensure_may_manage_schedule(actor, doctor_id)
     async with session.begin():
         if await session.get(Doctor, doctor_id) is None:
@@ -348,7 +365,13 @@ async def add_override(
         )
         session.add(override)
     calendar = await get_schedule(session=session, actor=actor, doctor_id=doctor_id)
-    return override, await appointments_outside_hours(session=session, calendar=calendar, now=now)
+    outside = await appointments_outside_hours(
+        session=session,
+        actor=actor,
+        calendar=calendar,
+        now=now,
+    )
+    return override, outside
 
 
 async def delete_override(

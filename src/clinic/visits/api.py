@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
+from clinic.accounts.deps import CurrentActor
 from clinic.visits import service, signalling
 from clinic.visits.schemas import (
     JoinTicketPublic,
@@ -12,7 +13,7 @@ from clinic.visits.schemas import (
     VisitEventPublic,
     WaitingPublic,
 )
-from clinic.web.deps import CurrentActor, Session, SettingsDep
+from clinic.web.deps import Session, SettingsDep
 
 router = APIRouter(tags=["visits"])
 router.include_router(signalling.router)

@@ -5,12 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from clinic.accounts.pages import flash, login_redirect, page, redirect, text
+from clinic.accounts.deps import CurrentActor
 from clinic.appointments import service as appointments
 from clinic.core.db import utcnow
 from clinic.core.errors import ClinicError, NotFound
 from clinic.visits import service
-from clinic.web.deps import CsrfChecked, CurrentActor, Session, SettingsDep
+from clinic.web.deps import CsrfChecked, Session, SettingsDep
+from clinic.web.pages import flash, login_redirect, page, redirect, text
 
 router = APIRouter(include_in_schema=False)
 

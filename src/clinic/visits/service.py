@@ -20,7 +20,7 @@ from sqlalchemy.orm import aliased
 from clinic.accounts.guards import Actor, VisitRole, participant_role, require_visit_doctor
 from clinic.accounts.models import User
 from clinic.appointments.models import Appointment, AppointmentEvent, Status
-from clinic.audit import service as audit
+from clinic.core import audit
 from clinic.core.config import Settings
 from clinic.core.db import utcnow
 from clinic.core.errors import ClinicError, InvalidInput, InvalidState, NotAuthenticated, NotFound

@@ -10,6 +10,8 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from clinic.core.errors import ClinicError, TooManyAttempts
+from clinic.web.pages import LoginRequired, login_redirect
+from clinic.web.render import render
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -42,8 +44,6 @@ def _respond(
 ) -> Response:
     if wants_json(request):
         return JSONResponse(error_body(code, message, **extra), status_code=status, headers=headers)
-    from clinic.web.render import render
-
     response = render(request, "error.html", status_code=status, code=code, message=message)
     if headers:
         response.headers.update(headers)
@@ -80,7 +80,13 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return _respond(request, exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
 
 
+async def login_required(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, LoginRequired)
+    return login_redirect(request, exc.back)
+
+
 def install(app: FastAPI) -> None:
+    app.add_exception_handler(LoginRequired, login_required)
     app.add_exception_handler(ClinicError, clinic_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
