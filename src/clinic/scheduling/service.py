@@ -133,33 +133,57 @@ class SlotCheck(StrEnum):
     NOT_BOOKABLE = "not_bookable"
 
 
+async def _approved_calendar(
+    session: AsyncSession, doctors: Select[User, Doctor], doctor_id: int, starts_at: datetime
+) -> DoctorCalendar:
+    row = (await session.execute(doctors.where(Doctor.user_id == doctor_id))).first()
+    if row is None or row[1].approved_at is None:
+        raise NotFound("No such doctor.")
+    end = starts_at + timedelta(minutes=1)
+    (calendar,) = await _calendars(session, [(row[0], row[1])], starts_at, end)
+    return calendar
+
+
+async def visible_calendar(
+    *, session: AsyncSession, actor: Actor | None, doctor_id: int, starts_at: datetime
+) -> DoctorCalendar:
+    """The calendar around ``starts_at`` of an approved doctor the actor may see, in the
+    caller's transaction (a new booking)."""
+    return await _approved_calendar(session, _visible_doctor(actor), doctor_id, starts_at)
+
+
+async def doctor_calendar(
+    *, session: AsyncSession, doctor_id: int, starts_at: datetime
+) -> DoctorCalendar:
+    """The calendar around ``starts_at`` of an approved doctor, in the caller's transaction,
+    whoever asks: the caller already has a reason to see them (an appointment being moved
+    names its doctor)."""
+    doctors = select(User, Doctor).join(Doctor, Doctor.user_id == User.id)
+    return await _approved_calendar(session, doctors, doctor_id, starts_at)
+
+
 async def slot_verdict(
     *,
     session: AsyncSession,
-    actor: Actor | None,
-    doctor_id: int,
+    calendar: DoctorCalendar,
     starts_at: datetime,
     now: datetime,
     ignore_appointment: int | None = None,
-) -> tuple[DoctorCalendar, SlotCheck]:
+) -> SlotCheck:
     """Whether ``starts_at`` is a free slot of the doctor, taken, or not a bookable time at
     all (outside hours, off the grid, too soon or too far ahead), read in the caller's
-    transaction (booking calls this inside its own). ``actor``: whose view of the doctors
-    applies (None: the public's). ``ignore_appointment``: an appointment being moved, whose own
-    time does not count as busy."""
+    transaction (booking calls this inside its own). ``ignore_appointment``: an appointment
+    being moved, whose own time does not count as busy."""
+    doctor_id = calendar.doctor.user_id
     end = starts_at + timedelta(minutes=1)
-    row = (await session.execute(_visible_doctor(actor).where(Doctor.user_id == doctor_id))).first()
-    if row is None or row[1].approved_at is None:
-        raise NotFound("No such doctor.")
-    (calendar,) = await _calendars(session, [(row[0], row[1])], starts_at, end)
     busy = await booked.SOURCE.get().busy(
         session, doctor_ids=[doctor_id], start=starts_at, end=end, ignore=ignore_appointment
     )
     if any(s.starts_at == starts_at for s in _free(calendar, busy[doctor_id], starts_at, end, now)):
-        return calendar, SlotCheck.FREE
+        return SlotCheck.FREE
     if any(s.starts_at == starts_at for s in _free(calendar, [], starts_at, end, now)):
-        return calendar, SlotCheck.TAKEN
-    return calendar, SlotCheck.NOT_BOOKABLE
+        return SlotCheck.TAKEN
+    return SlotCheck.NOT_BOOKABLE
 
 
 async def check_slot(
@@ -170,15 +194,16 @@ async def check_slot(
     starts_at: datetime,
     now: datetime,
 ) -> tuple[DoctorCalendar, SlotCheck]:
-    """:func:`slot_verdict` as a use case of its own (the booking page asks it)."""
+    """The doctor's calendar and :func:`slot_verdict`, as a use case of its own (the booking
+    page asks it before the patient confirms)."""
     async with session.begin():
-        return await slot_verdict(
-            session=session,
-            actor=actor,
-            doctor_id=doctor_id,
-            starts_at=starts_at,
-            now=now,
+        calendar = await visible_calendar(
+            session=session, actor=actor, doctor_id=doctor_id, starts_at=starts_at
         )
+        verdict = await slot_verdict(
+            session=session, calendar=calendar, starts_at=starts_at, now=now
+        )
+        return calendar, verdict
 
 
 def _free(
@@ -245,96 +270,95 @@ async def specialties(*, session: AsyncSession) -> list[str]:
         return list(rows)
 
 
+async def _schedule(session: AsyncSession, doctor_id: int) -> DoctorCalendar:
+    row = (
+        await session.execute(
+            select(User, Doctor)
+            .join(Doctor, Doctor.user_id == User.id)
+            .where(Doctor.user_id == doctor_id)
+        )
+    ).first()
+    if row is None:
+        raise NotFound("No such doctor schedule.")
+    weekly = await session.scalars(
+        select(WeeklyHours)
+        .where(WeeklyHours.doctor_id == doctor_id)
+        .order_by(WeeklyHours.weekday, WeeklyHours.start_time)
+    )
+    overrides = await session.scalars(
+        select(ScheduleOverride)
+        .where(ScheduleOverride.doctor_id == doctor_id)
+        .order_by(ScheduleOverride.day, ScheduleOverride.start_time)
+    )
+    return DoctorCalendar(row[0], row[1], list(weekly), list(overrides))
+
+
 async def get_schedule(
     *, session: AsyncSession, actor: Actor | None, doctor_id: int
 ) -> DoctorCalendar:
     guards.ensure_may_manage_schedule(actor, doctor_id)
     async with session.begin():
-        row = (
-            await session.execute(
-                select(User, Doctor)
-                .join(Doctor, Doctor.user_id == User.id)
-                .where(Doctor.user_id == doctor_id)
-            )
-        ).first()
-        if row is None:
-            raise NotFound("No such doctor schedule.")
-        weekly = await session.scalars(
-            select(WeeklyHours)
-            .where(WeeklyHours.doctor_id == doctor_id)
-            .order_by(WeeklyHours.weekday, WeeklyHours.start_time)
-        )
-        overrides = await session.scalars(
-            select(ScheduleOverride)
-            .where(ScheduleOverride.doctor_id == doctor_id)
-            .order_by(ScheduleOverride.day, ScheduleOverride.start_time)
-        )
-        return DoctorCalendar(row[0], row[1], list(weekly), list(overrides))
+        return await _schedule(session, doctor_id)
+
+
+async def _outside_hours(
+    session: AsyncSession, who: Actor, calendar: DoctorCalendar, now: datetime
+) -> list[Booked]:
+    upcoming = await booked.SOURCE.get().upcoming(
+        session, doctor_id=calendar.doctor.user_id, since=now
+    )
+    if not upcoming:
+        return []
+    outside = slotlib.outside_hours(
+        rules=calendar.rules(),
+        weekly=calendar.windows(),
+        overrides=calendar.date_overrides(),
+        appointments=[(a.starts_at, a.ends_at) for a in upcoming],
+    )
+    shown = [upcoming[i] for i in outside]
+    patients = sorted({b.patient_id for b in shown})
+    await audit.record_many(
+        session, actor=who, accesses=[audit.Access(p, "read", "appointments") for p in patients]
+    )
+    return shown
 
 
 async def appointments_outside_hours(
-    *,
-    session: AsyncSession,
-    actor: Actor | None,
-    calendar: DoctorCalendar,
-    now: datetime,
+    *, session: AsyncSession, actor: Actor | None, calendar: DoctorCalendar, now: datetime
 ) -> list[Booked]:
     """Future booked appointments that the doctor's current hours no longer cover (with
     their patients' names: reading them is recorded in the audit trail)."""
     who = guards.ensure_may_manage_schedule(actor, calendar.doctor.user_id)
     async with session.begin():
-        upcoming = await booked.SOURCE.get().upcoming(
-            session, doctor_id=calendar.doctor.user_id, since=now
-        )
-        if not upcoming:
-            return []
-        outside = slotlib.outside_hours(
-            rules=calendar.rules(),
-            weekly=calendar.windows(),
-            overrides=calendar.date_overrides(),
-            appointments=[(a.starts_at, a.ends_at) for a in upcoming],
-        )
-        shown = [upcoming[i] for i in outside]
-        await audit.record_many(
-            session,
-            actor=who,
-            accesses=[
-                audit.Access(pid, "read", "appointments")
-                for pid in sorted({b.patient_id for b in shown})
-            ],
-        )
-        return shown
+        return await _outside_hours(session, who, calendar, now)
+
+
+async def _locked_doctor(session: AsyncSession, doctor_id: int) -> Doctor:
+    """The doctor's row, locked first like every booking does (``appointments.service``):
+    a calendar change and a booking of that doctor run one after the other."""
+    doctor = await session.get(Doctor, doctor_id, with_for_update=True)
+    if doctor is None:
+        raise NotFound("No such doctor schedule.")
+    return doctor
 
 
 async def save_schedule(
-    *,
-    session: AsyncSession,
-    actor: Actor | None,
-    doctor_id: int,
-    data: ScheduleIn,
-    now: datetime,
+    *, session: AsyncSession, actor: Actor | None, doctor_id: int, data: ScheduleIn, now: datetime
 ) -> tuple[DoctorCalendar, list[Booked]]:
-    """Replace the weekly hours and rules. Booked appointments are never cancelled: the ones
-    now outside the hours are returned so the doctor sees them."""
-    guards.ensure_may_manage_schedule(actor, doctor_id)
+    """Replace the weekly hours and rules, in one transaction. Booked appointments are never
+    cancelled: the ones now outside the hours are returned so the doctor sees them."""
+    who = guards.ensure_may_manage_schedule(actor, doctor_id)
     async with session.begin():
-        doctor = await session.get(Doctor, doctor_id, with_for_update=True)
-        if doctor is None:
-            raise NotFound("No such doctor schedule.")
+        doctor = await _locked_doctor(session, doctor_id)
         await session.execute(delete(WeeklyHours).where(WeeklyHours.doctor_id == doctor_id))
         session.add_all(
             WeeklyHours(doctor_id=doctor_id, weekday=w.weekday, start_time=w.start, end_time=w.end)
             for w in data.weekly
         )
         _apply_rules(doctor, data.rules)
-    calendar = await get_schedule(session=session, actor=actor, doctor_id=doctor_id)
-    outside = await appointments_outside_hours(
-        session=session,
-        actor=actor,
-        calendar=calendar,
-        now=now,
-    )
-    return calendar, outside
+        await session.flush()
+        calendar = await _schedule(session, doctor_id)
+        return calendar, await _outside_hours(session, who, calendar, now)
 
 
 def _apply_rules(doctor: Doctor, rules: RulesIn) -> None:
@@ -345,17 +369,13 @@ def _apply_rules(doctor: Doctor, rules: RulesIn) -> None:
 
 
 async def add_override(
-    *,
-    session: AsyncSession,
-    actor: Actor | None,
-    doctor_id: int,
-    data: OverrideIn,
-    now: datetime,
+    *, session: AsyncSession, actor: Actor | None, doctor_id: int, data: OverrideIn, now: datetime
 ) -> tuple[ScheduleOverride, list[Booked]]:
-    guards.ensure_may_manage_schedule(actor, doctor_id)
+    """A day off, fewer or extra hours on one date, in one transaction; returns the booked
+    appointments now outside the hours."""
+    who = guards.ensure_may_manage_schedule(actor, doctor_id)
     async with session.begin():
-        if await session.get(Doctor, doctor_id) is None:
-            raise NotFound("No such doctor schedule.")
+        await _locked_doctor(session, doctor_id)
         override = ScheduleOverride(
             doctor_id=doctor_id,
             day=data.day,
@@ -364,14 +384,9 @@ async def add_override(
             end_time=data.end,
         )
         session.add(override)
-    calendar = await get_schedule(session=session, actor=actor, doctor_id=doctor_id)
-    outside = await appointments_outside_hours(
-        session=session,
-        actor=actor,
-        calendar=calendar,
-        now=now,
-    )
-    return override, outside
+        await session.flush()
+        calendar = await _schedule(session, doctor_id)
+        return override, await _outside_hours(session, who, calendar, now)
 
 
 async def delete_override(
