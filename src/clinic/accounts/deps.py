@@ -7,7 +7,8 @@ Authentication (who is this?) happens here; authorization (may they?) is in
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,7 +26,7 @@ from clinic.web.deps import (
     Session,
     bearer_token,
 )
-from clinic.web.pages import LoginRequired
+from clinic.web.pages import LoginRequired, text
 
 
 async def connection_actor(connection: HTTPConnection, session: AsyncSession) -> Actor | None:
@@ -81,13 +82,18 @@ async def page_actor(actor: CurrentActor) -> Actor:
 PageActor = Annotated[Actor, Depends(page_actor)]
 
 
-def page_actor_back_to(back: str) -> object:
-    """Like :data:`PageActor` for a form post: after logging in the visitor comes back to
-    ``back`` (formatted with the route's path parameters), not to the post's URL."""
+def page_actor_back_to(back: str, *, form_fields: tuple[str, ...] = ()) -> Any:
+    """Like :data:`PageActor` for a form post: after logging in, the visitor comes back to
+    ``back`` (formatted with the route's path parameters; with ``form_fields``, the posted
+    values as its query), not to the post's URL."""
 
     async def dependency(request: Request, actor: CurrentActor) -> Actor:
-        if actor is None:
-            raise LoginRequired(back.format(**request.path_params))
-        return actor
+        if actor is not None:
+            return actor
+        path = back.format(**request.path_params)
+        if form_fields:
+            form = await request.form()
+            path += "?" + urlencode({k: text(form, k) for k in form_fields})
+        raise LoginRequired(path)
 
     return Depends(dependency)

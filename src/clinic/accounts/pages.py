@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from starlette.datastructures import FormData
 
 from clinic.accounts import service
-from clinic.accounts.deps import CurrentActor
+from clinic.accounts.deps import CurrentActor, PageActor, page_actor_back_to
 from clinic.accounts.guards import Actor
 from clinic.accounts.models import Role
 from clinic.accounts.schemas import DoctorCreate, LoginRequest, PatientCreate
@@ -19,7 +19,6 @@ from clinic.web.deps import CsrfChecked, Session, SettingsDep, client_address, l
 from clinic.web.pages import (
     clinic_errors,
     flash,
-    login_redirect,
     page,
     raw,
     redirect,
@@ -29,6 +28,8 @@ from clinic.web.pages import (
 )
 
 router = APIRouter(include_in_schema=False)
+
+BackToDoctors = Annotated[Actor, page_actor_back_to("/admin/doctors")]
 
 COMMON_ZONES = (
     "UTC",
@@ -235,20 +236,16 @@ async def logout(request: Request) -> Response:
 
 
 @router.get("/admin/doctors")
-async def pending_doctors(request: Request, actor: CurrentActor, session: Session) -> Response:
+async def pending_doctors(request: Request, actor: PageActor, session: Session) -> Response:
     """Doctors waiting for approval (admins only: the service decides)."""
-    if actor is None:
-        return login_redirect(request)
     rows = await service.pending_doctors(session=session, actor=actor)
     return page(request, "accounts/pending_doctors.html", pending=rows)
 
 
 @router.post("/admin/doctors/{doctor_id}/approve", dependencies=[CsrfChecked])
 async def approve_doctor(
-    doctor_id: int, request: Request, actor: CurrentActor, session: Session
+    doctor_id: int, request: Request, actor: BackToDoctors, session: Session
 ) -> Response:
-    if actor is None:
-        return login_redirect(request, "/admin/doctors")
     await service.approve_doctor(session=session, actor=actor, doctor_id=doctor_id)
     flash(request, "The doctor is approved and can now be booked.")
     return redirect("/admin/doctors")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime, timedelta
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
@@ -12,7 +12,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from clinic.accounts.deps import CurrentActor
+from clinic.accounts.deps import PageActor, page_actor_back_to
 from clinic.accounts.guards import Actor
 from clinic.appointments import service
 from clinic.appointments.schemas import AppointmentCreate, AppointmentReschedule
@@ -23,10 +23,15 @@ from clinic.core.provided import Provided
 from clinic.scheduling import service as scheduling
 from clinic.scheduling.pages import local_midnight, monday_of, parse_day
 from clinic.web.deps import CsrfChecked, Session, SettingsDep, app_state
-from clinic.web.pages import flash, login_redirect, page, redirect, text, validation_errors
+from clinic.web.pages import flash, page, redirect, text, validation_errors
 from clinic.web.render import viewer_zone
 
 router = APIRouter(include_in_schema=False)
+
+BackToAppointment = Annotated[Actor, page_actor_back_to("/appointments/{appointment_id}")]
+BackToBooking = Annotated[
+    Actor, page_actor_back_to("/book", form_fields=("doctor_id", "starts_at", "reason"))
+]
 
 RESCHEDULE_LOOKAHEAD = timedelta(days=14)
 RESCHEDULE_CHOICES = 400
@@ -99,27 +104,23 @@ async def _book_page(
 @router.get("/book")
 async def book_form(
     request: Request,
-    actor: CurrentActor,
+    actor: PageActor,
     session: Session,
     doctor_id: int = Query(gt=0),
     starts_at: str = Query(max_length=64),
 ) -> Response:
     """The chosen slot in both time zones, and the reason for the visit."""
-    if actor is None:
-        return login_redirect(request)
     return await _book_page(
         request, session, actor, doctor_id=doctor_id, starts_at=parse_instant(starts_at)
     )
 
 
 @router.post("/book", dependencies=[CsrfChecked])
-async def book(request: Request, actor: CurrentActor, session: Session) -> Response:
+async def book(request: Request, actor: BackToBooking, session: Session) -> Response:
     """Book the slot; the form's idempotency key makes a double submit book once."""
     form = await request.form()
     fields = {k: text(form, k) for k in ("doctor_id", "starts_at", "reason")}
     key = text(form, "idempotency_key") or None
-    if actor is None:
-        return login_redirect(request, "/book?" + urlencode(fields))
     try:
         data = AppointmentCreate.model_validate(fields)
     except ValidationError as exc:
@@ -172,10 +173,8 @@ async def book(request: Request, actor: CurrentActor, session: Session) -> Respo
 
 
 @router.get("/appointments")
-async def appointments(request: Request, actor: CurrentActor, session: Session) -> Response:
+async def appointments(request: Request, actor: PageActor, session: Session) -> Response:
     """A patient's upcoming and past appointments; a doctor's or admin's list."""
-    if actor is None:
-        return login_redirect(request)
     views = await service.list_appointments(session=session, actor=actor)
     now = utcnow()
     upcoming = [v for v in views if v.appointment.ends_at > now]
@@ -249,11 +248,9 @@ async def _detail_page(
 
 @router.get("/appointments/{appointment_id}")
 async def appointment(
-    appointment_id: int, request: Request, actor: CurrentActor, session: Session
+    appointment_id: int, request: Request, actor: PageActor, session: Session
 ) -> Response:
     """One appointment with its history, and forms to cancel or move it."""
-    if actor is None:
-        return login_redirect(request)
     return await _detail_page(request, session, actor, appointment_id)
 
 
@@ -261,12 +258,10 @@ async def appointment(
 async def cancel(
     appointment_id: int,
     request: Request,
-    actor: CurrentActor,
+    actor: BackToAppointment,
     session: Session,
     settings: SettingsDep,
 ) -> Response:
-    if actor is None:
-        return login_redirect(request, f"/appointments/{appointment_id}")
     form = await request.form()
     reason = text(form, "reason")
     try:
@@ -296,12 +291,10 @@ async def cancel(
 async def reschedule(
     appointment_id: int,
     request: Request,
-    actor: CurrentActor,
+    actor: BackToAppointment,
     session: Session,
     settings: SettingsDep,
 ) -> Response:
-    if actor is None:
-        return login_redirect(request, f"/appointments/{appointment_id}")
     form = await request.form()
     try:
         data = AppointmentReschedule.model_validate({"starts_at": text(form, "starts_at")})
@@ -337,14 +330,12 @@ async def reschedule(
 @router.get("/agenda")
 async def agenda(
     request: Request,
-    actor: CurrentActor,
+    actor: PageActor,
     session: Session,
     view: str = Query(default="day", pattern="^(day|week)$"),
     on: str | None = Query(default=None, alias="date", max_length=10),
 ) -> Response:
     """The doctor's appointments of one day or week, in their own time zone."""
-    if actor is None:
-        return login_redirect(request)
     zone = viewer_zone(request)
     today = utcnow().astimezone(zone).date()
     day = parse_day(on, "date", today)

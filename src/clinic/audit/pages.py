@@ -7,11 +7,11 @@ from datetime import UTC, date, datetime, time, timedelta
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from clinic.accounts.deps import CurrentActor
+from clinic.accounts.deps import PageActor
 from clinic.audit import service
 from clinic.core.errors import InvalidInput
 from clinic.web.deps import Session
-from clinic.web.pages import login_redirect, page
+from clinic.web.pages import page
 from clinic.web.render import viewer_zone
 
 router = APIRouter(include_in_schema=False)
@@ -36,18 +36,14 @@ def _day(value: str | None, field: str) -> date | None:
 
 
 @router.get("/me/audit")
-async def mine(request: Request, actor: CurrentActor, session: Session) -> Response:
-    if actor is None:
-        return login_redirect(request)
+async def mine(request: Request, actor: PageActor, session: Session) -> Response:
     records = await service.accesses_to_me(session=session, actor=actor)
     names = await service.actor_names(session=session, ids=(r.actor_id for r in records))
     return page(request, "audit/mine.html", records=records, names=names)
 
 
 @router.get("/admin/audit")
-async def search(request: Request, actor: CurrentActor, session: Session) -> Response:
-    if actor is None:
-        return login_redirect(request)
+async def search(request: Request, actor: PageActor, session: Session) -> Response:
     q = request.query_params
     zone = viewer_zone(request)
     since_day, until_day = _day(q.get("since"), "since"), _day(q.get("until"), "until")

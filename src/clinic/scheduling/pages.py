@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
@@ -13,7 +13,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 from starlette.datastructures import FormData
 
-from clinic.accounts.deps import CurrentActor
+from clinic.accounts.deps import CurrentActor, PageActor, page_actor_back_to
 from clinic.accounts.guards import Actor
 from clinic.core.db import utcnow
 from clinic.core.errors import ClinicError, InvalidInput
@@ -23,7 +23,6 @@ from clinic.web.deps import CsrfChecked, Session, SettingsDep
 from clinic.web.pages import (
     clinic_errors,
     flash,
-    login_redirect,
     page,
     redirect,
     text,
@@ -32,6 +31,8 @@ from clinic.web.pages import (
 from clinic.web.render import viewer_zone
 
 router = APIRouter(include_in_schema=False)
+
+BackToSchedule = Annotated[Actor, page_actor_back_to("/schedule")]
 
 MIN_ROWS = 14
 """Rows of the weekly-hours table: the existing windows plus blanks, at least this many."""
@@ -203,10 +204,8 @@ async def _schedule_page(
 
 
 @router.get("/schedule")
-async def schedule(request: Request, actor: CurrentActor, session: Session) -> Response:
+async def schedule(request: Request, actor: PageActor, session: Session) -> Response:
     """The doctor's weekly hours, slot rules and date overrides."""
-    if actor is None:
-        return login_redirect(request)
     return await _schedule_page(request, session, actor)
 
 
@@ -235,10 +234,8 @@ def _schedule_errors(exc: ValidationError, used: list[int]) -> dict[str, str]:
 
 
 @router.post("/schedule", dependencies=[CsrfChecked])
-async def save_schedule(request: Request, actor: CurrentActor, session: Session) -> Response:
+async def save_schedule(request: Request, actor: BackToSchedule, session: Session) -> Response:
     """Replace weekly hours and rules; booked appointments now outside them are kept."""
-    if actor is None:
-        return login_redirect(request, "/schedule")
     form = await request.form()
     rows = _form_rows(form)
     rules = {k: text(form, k) for k in RULE_FIELDS}
@@ -286,10 +283,8 @@ async def save_schedule(request: Request, actor: CurrentActor, session: Session)
 
 
 @router.post("/schedule/overrides", dependencies=[CsrfChecked])
-async def add_override(request: Request, actor: CurrentActor, session: Session) -> Response:
+async def add_override(request: Request, actor: BackToSchedule, session: Session) -> Response:
     """A day off, fewer hours on a day, or extra hours on a day."""
-    if actor is None:
-        return login_redirect(request, "/schedule")
     form = await request.form()
     values = {k: text(form, k) for k in ("day", "kind", "start", "end")}
     payload: dict[str, Any] = {k: v or None for k, v in values.items()}
@@ -328,10 +323,8 @@ async def add_override(request: Request, actor: CurrentActor, session: Session) 
 
 @router.post("/schedule/overrides/{override_id}/delete", dependencies=[CsrfChecked])
 async def delete_override(
-    override_id: int, request: Request, actor: CurrentActor, session: Session
+    override_id: int, request: Request, actor: BackToSchedule, session: Session
 ) -> Response:
-    if actor is None:
-        return login_redirect(request, "/schedule")
     await service.delete_override(
         session=session, actor=actor, doctor_id=actor.user_id, override_id=override_id
     )
