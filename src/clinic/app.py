@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -18,11 +19,17 @@ from clinic.core.request_context import RequestContextMiddleware
 from clinic.features import feature_modules
 from clinic.scheduling import booked
 from clinic.visits import service as visits
+from clinic.visits.runtime import VisitsState
 from clinic.web import errors
-from clinic.web.deps import AppState
 from clinic.web.sessions import SchemeAwareSessions
 
 STATIC = Path(__file__).parent / "web" / "static"
+
+
+@dataclass
+class ClinicState(VisitsState):
+    """The app's state: the ground part every feature uses (``web.deps.AppState``) and the
+    parts features add (the visits hub)."""
 
 
 def compose_features() -> None:
@@ -38,7 +45,7 @@ def create_app(settings: Settings) -> FastAPI:
         raise ValueError("create_app needs settings.database_url")
     engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
 
-    state = AppState(settings=settings, engine=engine, sessions=make_sessionmaker(engine))
+    state = ClinicState(settings=settings, engine=engine, sessions=make_sessionmaker(engine))
     compose_features()
 
     @asynccontextmanager
