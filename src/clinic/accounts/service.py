@@ -67,10 +67,13 @@ async def _new_user(
     time_zone: str,
     is_smoke: bool = False,
 ) -> User:
+    # argon2 takes tens of milliseconds of CPU by design: in a worker thread, the event loop
+    # keeps serving (health checks included) while it runs.
+    password_hash = await asyncio.to_thread(hash_password, password)
     user = User(
         email=normalise_email(email),
         name=name,
-        password_hash=hash_password(password),
+        password_hash=password_hash,
         role=role.value,
         time_zone=time_zone,
         is_smoke=is_smoke,
@@ -190,7 +193,8 @@ async def authenticate(
 
     async with session.begin():
         user = await session.scalar(select(User).where(User.email == email))
-        ok = verify_password(user.password_hash if user else None, password)
+        known = user.password_hash if user else None
+        ok = await asyncio.to_thread(verify_password, known, password)
         if ok and user is not None:
             await session.execute(delete(LoginThrottle).where(LoginThrottle.key == keys[0]))
             return user
