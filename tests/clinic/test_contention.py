@@ -8,6 +8,7 @@ plays the loser of one. Its counter is a sequence, which a rollback does not und
 
 from __future__ import annotations
 
+import httpx
 import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -54,6 +55,11 @@ async def _email_jobs(engine: AsyncEngine) -> int:
         )
 
 
+async def _book(http: httpx.AsyncClient, auth: dict[str, str], doctor_id: int) -> httpx.Response:
+    body = {"doctor_id": doctor_id, "starts_at": next_weekday_at(10).isoformat(), "reason": "x"}
+    return await http.post("/api/v1/appointments", json=body, headers=auth)
+
+
 @pytest.mark.parametrize("sqlstate", ["40P01", "40001"])
 async def test_a_booking_that_loses_a_race_is_retried(
     http, sessions, settings, engine, sqlstate
@@ -61,15 +67,7 @@ async def test_a_booking_that_loses_a_race_is_retried(
     doctor = await make_doctor(sessions, settings)
     auth = await token_for(http, await make_patient(sessions, settings))
     await _lose_races(engine, event="INSERT", sqlstate=sqlstate, times=2)
-    r = await http.post(
-        "/api/v1/appointments",
-        json={
-            "doctor_id": doctor.user_id,
-            "starts_at": next_weekday_at(10).isoformat(),
-            "reason": "x",
-        },
-        headers=auth,
-    )
+    r = await _book(http, auth, doctor.user_id)
     assert r.status_code == 201, r.text
     assert await _losses(engine) == 3  # two rolled-back tries, then the one that committed
     async with sessions() as s:
@@ -81,15 +79,7 @@ async def test_a_booking_that_keeps_losing_is_a_409(http, sessions, settings, en
     doctor = await make_doctor(sessions, settings)
     auth = await token_for(http, await make_patient(sessions, settings))
     await _lose_races(engine, event="INSERT", sqlstate="40P01", times=1000)
-    r = await http.post(
-        "/api/v1/appointments",
-        json={
-            "doctor_id": doctor.user_id,
-            "starts_at": next_weekday_at(10).isoformat(),
-            "reason": "x",
-        },
-        headers=auth,
-    )
+    r = await _book(http, auth, doctor.user_id)
     assert r.status_code == 409 and r.json()["error"]["code"] == "slot_taken", r.text
     assert 1 < await _losses(engine) < 10  # retried, a bounded number of times
     async with sessions() as s:

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 import pytest
 from sqlalchemy import event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import SessionTransaction
 
 from clinic.app import compose_features
 from clinic.appointments import service
@@ -25,11 +26,12 @@ def composed() -> None:
 
 
 @contextmanager
-def counting_transactions(session: AsyncSession) -> Iterator[list[object]]:
-    begun: list[object] = []
+def counting_transactions(session: AsyncSession) -> Iterator[list[SessionTransaction]]:
+    begun: list[SessionTransaction] = []
 
-    def after_begin(_session: object, transaction: object, _connection: object) -> None:
-        begun.append(transaction)
+    def after_begin(_session: object, transaction: SessionTransaction, _connection: object) -> None:
+        if not transaction.nested:  # a SAVEPOINT is part of the transaction, not another one
+            begun.append(transaction)
 
     event.listen(session.sync_session, "after_begin", after_begin)
     try:

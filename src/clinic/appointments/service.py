@@ -15,7 +15,7 @@ from sqlalchemy.orm import aliased
 
 from clinic.accounts import guards
 from clinic.accounts.guards import Actor
-from clinic.accounts.models import Doctor, Patient, Role, User
+from clinic.accounts.models import Doctor, Role, User
 from clinic.appointments import notices
 from clinic.appointments.models import Appointment, AppointmentEvent, IdempotencyKey, Status
 from clinic.core import audit
@@ -121,21 +121,6 @@ async def _replay(session: AsyncSession, booking: _Booking) -> AppointmentView |
     return view
 
 
-async def _lock_parties(session: AsyncSession, *, doctor_id: int, patient_id: int) -> None:
-    """Take the booking locks, always in this order: the doctor's row, then the patient's.
-
-    Every change to who is booked when (book, reschedule, cancel) takes them before it reads
-    the calendar or touches an appointment row, so two such changes for one doctor or one
-    patient run one after the other instead of deadlocking in the exclusion constraints; the
-    appointment's own row (``_load_for_update``) comes third."""
-    await session.execute(
-        select(Doctor.user_id).where(Doctor.user_id == doctor_id).with_for_update(key_share=True)
-    )
-    await session.execute(
-        select(Patient.user_id).where(Patient.user_id == patient_id).with_for_update(key_share=True)
-    )
-
-
 async def _audit(
     session: AsyncSession, who: Actor, appt: Appointment, action: audit.Action
 ) -> None:
@@ -149,7 +134,19 @@ async def _audit(
     )
 
 
-def _raise_unless_free(verdict: scheduling.SlotCheck) -> None:
+async def _ensure_free(
+    session: AsyncSession,
+    calendar: scheduling.DoctorCalendar,
+    starts_at: datetime,
+    now: datetime,
+    *,
+    moving: int | None = None,
+) -> None:
+    """Refuses a time that is taken or not bookable (``moving``: the appointment being moved,
+    whose own time does not count as taken)."""
+    verdict = await scheduling.slot_verdict(
+        session=session, calendar=calendar, starts_at=starts_at, now=now, ignore_appointment=moving
+    )
     if verdict is scheduling.SlotCheck.TAKEN:
         raise SlotTaken(
             "This slot is already booked. Please choose another slot.", field="starts_at"
@@ -207,8 +204,6 @@ async def book_appointment(
 async def _book(
     session: AsyncSession, booking: _Booking, now: datetime
 ) -> tuple[AppointmentView, bool]:
-    await _lock_parties(session, doctor_id=booking.doctor_id, patient_id=booking.patient.user_id)
-    # After the locks: a request with the same key that raced this one has committed by now.
     if (replay := await _replay(session, booking)) is not None:
         return replay, False
     calendar = await scheduling.visible_calendar(
@@ -217,13 +212,15 @@ async def _book(
         doctor_id=booking.doctor_id,
         starts_at=booking.starts_at,
     )
-    verdict = await scheduling.slot_verdict(
-        session=session, calendar=calendar, starts_at=booking.starts_at, now=now
-    )
-    _raise_unless_free(verdict)
+    await _ensure_free(session, calendar, booking.starts_at, now)
     try:
-        appointment = await _insert_booking(session, booking, calendar)
+        # A savepoint, not a transaction: a conflict leaves this transaction usable.
+        async with session.begin_nested():
+            appointment = await _insert_booking(session, booking, calendar)
     except IntegrityError as exc:
+        # A concurrent request with the same key may have won: answer with its appointment.
+        if (replay := await _replay(session, booking)) is not None:
+            return replay, False
         raise _conflict(exc) from exc
     # The confirmation emails and the audit record commit with the booking, or none does.
     await notices.tell_parties(session, appointment=appointment, change="booked")
@@ -267,21 +264,10 @@ async def _insert_booking(
 
 
 async def _load_for_update(
-    session: AsyncSession, actor: Actor | None, appointment_id: int, *, lock_parties: bool
+    session: AsyncSession, actor: Actor | None, appointment_id: int
 ) -> tuple[Actor, Appointment]:
-    """The appointment, locked, if the actor may see it; with ``lock_parties`` its doctor's
-    and patient's rows are locked first (the order of :func:`_lock_parties`)."""
-    if lock_parties:
-        parties = (
-            await session.execute(
-                select(Appointment.doctor_id, Appointment.patient_id).where(
-                    Appointment.id == appointment_id
-                )
-            )
-        ).first()
-        if parties is None:
-            raise NotFound("No such appointment.")
-        await _lock_parties(session, doctor_id=parties[0], patient_id=parties[1])
+    """The appointment, locked (the first lock a change to it takes), if the actor may see
+    it."""
     appointment = await session.get(
         Appointment, appointment_id, with_for_update=True, populate_existing=True
     )
@@ -333,7 +319,7 @@ async def cancel_appointment(
     at = now or utcnow()
 
     async def cancel() -> AppointmentView:
-        who, appt = await _load_for_update(session, actor, appointment_id, lock_parties=True)
+        who, appt = await _load_for_update(session, actor, appointment_id)
         _ensure_booked(appt)
         if who.role is Role.PATIENT:
             if appt.starts_at - at < settings.patient_cancel_cutoff:
@@ -377,21 +363,14 @@ async def reschedule_appointment(
     at = now or utcnow()
 
     async def reschedule() -> AppointmentView:
-        who, appt = await _load_for_update(session, actor, appointment_id, lock_parties=True)
+        who, appt = await _load_for_update(session, actor, appointment_id)
         _ensure_booked(appt)
         if who.role is Role.PATIENT and appt.starts_at - at < settings.patient_cancel_cutoff:
             raise TooLate("It is too late to move this appointment online. Contact the clinic.")
         calendar = await scheduling.doctor_calendar(
             session=session, doctor_id=appt.doctor_id, starts_at=starts_at
         )
-        verdict = await scheduling.slot_verdict(
-            session=session,
-            calendar=calendar,
-            starts_at=starts_at,
-            now=at,
-            ignore_appointment=appointment_id,
-        )
-        _raise_unless_free(verdict)
+        await _ensure_free(session, calendar, starts_at, at, moving=appointment_id)
         old_start = appt.starts_at
         _place(appt, calendar, starts_at)
         appt.sequence += 1
@@ -429,7 +408,7 @@ async def mark_appointment(
     now = now or utcnow()
     guards.require_role(actor, Role.DOCTOR, Role.ADMIN)
     async with session.begin():
-        who, appt = await _load_for_update(session, actor, appointment_id, lock_parties=False)
+        who, appt = await _load_for_update(session, actor, appointment_id)
         _ensure_booked(appt)
         if appt.starts_at > now:
             raise InvalidState("An appointment can be marked only once it has started.")

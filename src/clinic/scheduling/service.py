@@ -334,8 +334,8 @@ async def appointments_outside_hours(
 
 
 async def _locked_doctor(session: AsyncSession, doctor_id: int) -> Doctor:
-    """The doctor's row, locked first like every booking does (``appointments.service``):
-    a calendar change and a booking of that doctor run one after the other."""
+    """The doctor's row, locked: two changes to one doctor's calendar run one after the
+    other."""
     doctor = await session.get(Doctor, doctor_id, with_for_update=True)
     if doctor is None:
         raise NotFound("No such doctor schedule.")
