@@ -66,7 +66,7 @@ class Instance:
 
     @property
     def hub(self) -> Hub:
-        hub = self.server.config.app.state.clinic.visits_hub
+        hub = self.server.config.app.state.clinic.hub
         assert isinstance(hub, Hub)
         return hub
 

@@ -4,24 +4,41 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from clinic import health
-from clinic.audit.context import RequestContextMiddleware
+from clinic.appointments import booked as appointments_booked
+from clinic.appointments import pages as appointment_pages
 from clinic.core.config import Settings
 from clinic.core.db import make_engine, make_sessionmaker
+from clinic.core.request_context import RequestContextMiddleware
 from clinic.features import feature_modules
 from clinic.metrics import MetricsMiddleware
+from clinic.scheduling import booked
+from clinic.visits import service as visits
+from clinic.visits.runtime import VisitsState
 from clinic.web import errors
-from clinic.web.deps import AppState
 from clinic.web.limits import BodySizeLimit
 from clinic.web.sessions import SchemeAwareSessions
 from clinic.web.throttle import ThrottleRegistrations, registration_throttle
 
 STATIC = Path(__file__).parent / "web" / "static"
+
+
+@dataclass
+class ClinicState(VisitsState):
+    """The app's state: the ground part every feature uses (``web.deps.AppState``) and the
+    parts features add (the visits hub)."""
+
+
+def compose_features() -> None:
+    """Fill the holes lower features leave for higher ones (``clinic.core.provided``)."""
+    booked.SOURCE.provide(appointments_booked.BOOKINGS)
+    appointment_pages.VISIT_SUMMARY.provide(visits.visit_summary)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -31,7 +48,8 @@ def create_app(settings: Settings) -> FastAPI:
         raise ValueError("create_app needs settings.database_url")
     engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
 
-    state = AppState(settings=settings, engine=engine, sessions=make_sessionmaker(engine))
+    state = ClinicState(settings=settings, engine=engine, sessions=make_sessionmaker(engine))
+    compose_features()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -9,7 +9,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 
 from clinic.appointments.models import Appointment
-from clinic.audit.models import AuditRecord
+from clinic.core.audit import AuditRecord
 from factories import make_admin, make_doctor, make_patient, next_weekday_at, token_for
 
 

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from clinic.appointments.models import Appointment, AppointmentEvent
-from clinic.audit.models import AuditRecord
+from clinic.core.audit import AuditRecord
 from clinic.notify import sweeps
 from factories import make_doctor, make_patient
 from visits_fixtures import make_appointment

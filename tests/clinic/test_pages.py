@@ -463,3 +463,23 @@ async def test_anonymous_pages_redirect_to_login(http) -> None:
         assert r.headers["location"] == "/login?" + urlencode({"next": path})
     login = await http.get("/login?next=/appointments")
     assert 'name="next" value="/appointments"' in login.text
+
+
+async def test_anonymous_form_posts_log_in_and_come_back_to_their_page(http) -> None:
+    """A form post by a visitor whose session has ended goes to log in, then back to the page
+    the form is on (the post's own URL answers only POST)."""
+    token = await csrf_from(http, "/login")
+    booking = {"doctor_id": "7", "starts_at": "2030-01-07T09:00:00+00:00", "reason": "Cough"}
+    expected = {
+        "/appointments/41/cancel": "/appointments/41",
+        "/appointments/41/reschedule": "/appointments/41",
+        "/visits/41/note": "/appointments/41",
+        "/schedule": "/schedule",
+        "/schedule/overrides/3/delete": "/schedule",
+        "/admin/doctors/5/approve": "/admin/doctors",
+        "/book": "/book?" + urlencode(booking),
+    }
+    for path, back in expected.items():
+        r = await http.post(path, data={"csrf_token": token, **booking})
+        assert r.status_code == 303, path
+        assert r.headers["location"] == "/login?" + urlencode({"next": back}), path

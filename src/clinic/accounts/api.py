@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, status
 
 from clinic.accounts import service
+from clinic.accounts.deps import CurrentActor
 from clinic.accounts.models import ApiToken, User
 from clinic.accounts.schemas import (
     DoctorCreate,
@@ -19,15 +20,7 @@ from clinic.accounts.schemas import (
     UserPublic,
 )
 from clinic.core.validation import Id
-from clinic.web.deps import (
-    CurrentActor,
-    Session,
-    SettingsDep,
-    client_address,
-    csrf_token,
-    log_in,
-    log_out,
-)
+from clinic.web.deps import Session, SettingsDep, client_address, csrf_token, log_in, log_out
 from clinic.web.errors import ERROR_RESPONSES
 
 router = APIRouter(prefix="/api/v1", tags=["accounts"], responses=ERROR_RESPONSES)

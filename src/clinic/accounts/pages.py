@@ -1,39 +1,37 @@
-"""HTML pages for accounts: home, registration, login/logout, doctor approval.
-
-Also the small helpers every feature's pages share: flash messages, the login redirect,
-form reading and mapping validation errors to form fields.
-"""
+"""HTML pages for accounts: home, registration, login/logout, doctor approval."""
 
 from __future__ import annotations
 
-from typing import Any
-from urllib.parse import urlencode, urlsplit
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import Response
 from pydantic import ValidationError
 from starlette.datastructures import FormData
 
 from clinic.accounts import service
+from clinic.accounts.deps import CurrentActor, PageActor, page_actor_back_to
 from clinic.accounts.guards import Actor
 from clinic.accounts.models import Role
 from clinic.accounts.schemas import DoctorCreate, LoginRequest, PatientCreate
 from clinic.core.errors import ClinicError, TooManyAttempts
 from clinic.core.validation import Id
-from clinic.web.deps import (
-    CsrfChecked,
-    CurrentActor,
-    Session,
-    SettingsDep,
-    client_address,
-    log_in,
-    log_out,
+from clinic.web.deps import CsrfChecked, Session, SettingsDep, client_address, log_in, log_out
+from clinic.web.pages import (
+    clinic_errors,
+    flash,
+    page,
+    raw,
+    redirect,
+    safe_next,
+    text,
+    validation_errors,
 )
-from clinic.web.render import render
 
 router = APIRouter(include_in_schema=False)
 
-FLASH = "flash"
+BackToDoctors = Annotated[Actor, page_actor_back_to("/admin/doctors")]
+
 COMMON_ZONES = (
     "UTC",
     "Europe/London",
@@ -75,41 +73,6 @@ COMMON_ZONES = (
     "Pacific/Honolulu",
 )
 
-# ---------------------------------------------------------------- shared page helpers
-
-
-def page(request: Request, template: str, status_code: int = 200, **context: Any) -> Response:
-    """Render ``template``; shows (and clears) the flash message left by the last POST."""
-    flashed = request.session.pop(FLASH, None)
-    context.setdefault("message", flashed if isinstance(flashed, str) else None)
-    return render(request, template, status_code=status_code, **context)
-
-
-def flash(request: Request, message: str) -> None:
-    request.session[FLASH] = message
-
-
-def redirect(url: str) -> RedirectResponse:
-    """POST-redirect-GET: 303 so the browser follows with a GET."""
-    return RedirectResponse(url, status_code=303)
-
-
-def safe_next(value: str | None) -> str | None:
-    """``value`` if it is a path on this site, else None (no open redirects)."""
-    if not value or not value.startswith("/") or value.startswith(("//", "/\\")):
-        return None
-    parts = urlsplit(value)
-    if parts.scheme or parts.netloc or any(c in value for c in "\r\n\\"):
-        return None
-    return value
-
-
-def login_redirect(request: Request, path: str | None = None) -> RedirectResponse:
-    """Send an anonymous visitor to log in, coming back to ``path`` (default: this page)."""
-    if path is None:
-        path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    return redirect("/login?" + urlencode({"next": path}))
-
 
 def role_home(actor: Actor) -> str:
     """The main page of the actor's role."""
@@ -118,36 +81,6 @@ def role_home(actor: Actor) -> str:
     if actor.role is Role.ADMIN:
         return "/admin/doctors"
     return "/appointments"
-
-
-def text(form: FormData, name: str) -> str:
-    """A form field as text ('' when missing or a file)."""
-    value = form.get(name)
-    return value.strip() if isinstance(value, str) else ""
-
-
-def raw(form: FormData, name: str) -> str:
-    """A form field exactly as sent (passwords are not stripped)."""
-    value = form.get(name)
-    return value if isinstance(value, str) else ""
-
-
-def validation_errors(
-    exc: ValidationError, rename: dict[str, str] | None = None, default: str = "form"
-) -> dict[str, str]:
-    """Pydantic errors as ``{field: message}`` (the first message per field)."""
-    out: dict[str, str] = {}
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err.get("loc", ()))
-        key = (rename or {}).get(loc, loc) or default
-        message = str(err.get("msg", "Invalid value."))
-        message = message.removeprefix("Value error, ")
-        out.setdefault(key, message[:1].upper() + message[1:])
-    return out
-
-
-def clinic_errors(exc: ClinicError, default: str = "form") -> dict[str, str]:
-    return {exc.field or default: exc.message}
 
 
 # ---------------------------------------------------------------- pages
@@ -304,20 +237,16 @@ async def logout(request: Request) -> Response:
 
 
 @router.get("/admin/doctors")
-async def pending_doctors(request: Request, actor: CurrentActor, session: Session) -> Response:
+async def pending_doctors(request: Request, actor: PageActor, session: Session) -> Response:
     """Doctors waiting for approval (admins only: the service decides)."""
-    if actor is None:
-        return login_redirect(request)
     rows = await service.pending_doctors(session=session, actor=actor)
     return page(request, "accounts/pending_doctors.html", pending=rows)
 
 
 @router.post("/admin/doctors/{doctor_id}/approve", dependencies=[CsrfChecked])
 async def approve_doctor(
-    doctor_id: Id, request: Request, actor: CurrentActor, session: Session
+    doctor_id: Id, request: Request, actor: BackToDoctors, session: Session
 ) -> Response:
-    if actor is None:
-        return login_redirect(request, "/admin/doctors")
     await service.approve_doctor(session=session, actor=actor, doctor_id=doctor_id)
     flash(request, "The doctor is approved and can now be booked.")
     return redirect("/admin/doctors")

@@ -16,6 +16,7 @@ from clinic.accounts import guards
 from clinic.accounts.guards import Actor
 from clinic.accounts.models import ApiToken, Doctor, LoginThrottle, Patient, Role, User
 from clinic.accounts.schemas import DoctorCreate, PatientCreate, PatientUpdate
+from clinic.core import audit
 from clinic.core.config import Settings
 from clinic.core.db import utcnow
 from clinic.core.errors import (
@@ -66,10 +67,13 @@ async def _new_user(
     time_zone: str,
     is_smoke: bool = False,
 ) -> User:
+    # argon2 takes tens of milliseconds of CPU by design: in a worker thread, the event loop
+    # keeps serving (health checks included) while it runs.
+    password_hash = await asyncio.to_thread(hash_password, password)
     user = User(
         email=normalise_email(email),
         name=name,
-        password_hash=hash_password(password),
+        password_hash=password_hash,
         role=role.value,
         time_zone=time_zone,
         is_smoke=is_smoke,
@@ -189,7 +193,8 @@ async def authenticate(
 
     async with session.begin():
         user = await session.scalar(select(User).where(User.email == email))
-        ok = verify_password(user.password_hash if user else None, password)
+        known = user.password_hash if user else None
+        ok = await asyncio.to_thread(verify_password, known, password)
         if ok and user is not None:
             await session.execute(delete(LoginThrottle).where(LoginThrottle.key == keys[0]))
             return user
@@ -314,8 +319,6 @@ async def _audit(
     patient_id: int,
     action: Literal["read", "create", "update"],
 ) -> None:
-    from clinic.audit import service as audit  # audit's guards import this package
-
     await audit.record(
         session, actor=actor, patient_id=patient_id, action=action, subject="profile"
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Header, Query, Response, status
 
+from clinic.accounts.deps import CurrentActor
 from clinic.appointments import service
 from clinic.appointments.models import AppointmentEvent, Status
 from clinic.appointments.schemas import (
@@ -16,7 +17,7 @@ from clinic.appointments.schemas import (
     AppointmentReschedule,
 )
 from clinic.core.validation import Id, Instant, Text
-from clinic.web.deps import CurrentActor, Session, SettingsDep
+from clinic.web.deps import Session, SettingsDep
 from clinic.web.errors import ERROR_RESPONSES
 
 router = APIRouter(prefix="/api/v1/appointments", tags=["appointments"], responses=ERROR_RESPONSES)

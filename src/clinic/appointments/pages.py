@@ -4,37 +4,51 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from clinic.accounts.deps import PageActor, page_actor_back_to
 from clinic.accounts.guards import Actor
-from clinic.accounts.pages import (
-    flash,
-    login_redirect,
-    page,
-    redirect,
-    text,
-    validation_errors,
-)
 from clinic.appointments import service
 from clinic.appointments.schemas import AppointmentCreate, AppointmentReschedule
+from clinic.core.config import Settings
 from clinic.core.db import utcnow
 from clinic.core.errors import ClinicError, Conflict, IdempotencyKeyReused, InvalidInput
+from clinic.core.provided import Provided
 from clinic.core.validation import Id, InstantText, PageDay
 from clinic.scheduling import service as scheduling
 from clinic.scheduling.pages import local_midnight, monday_of, parse_day
-from clinic.visits import service as visits
-from clinic.web.deps import CsrfChecked, CurrentActor, Session, SettingsDep, app_state
+from clinic.web.deps import CsrfChecked, Session, SettingsDep, app_state
+from clinic.web.pages import flash, page, redirect, text, validation_errors
 from clinic.web.render import viewer_zone
 
 router = APIRouter(include_in_schema=False)
 
+BackToAppointment = Annotated[Actor, page_actor_back_to("/appointments/{appointment_id}")]
+BackToBooking = Annotated[
+    Actor, page_actor_back_to("/book", form_fields=("doctor_id", "starts_at", "reason"))
+]
+
 RESCHEDULE_LOOKAHEAD = timedelta(days=14)
 RESCHEDULE_CHOICES = 400
+
+
+class VisitSummaries(Protocol):
+    """The video visit's box on the appointment page (visits sit above appointments)."""
+
+    async def __call__(
+        self, *, session: AsyncSession, actor: Actor, appointment_id: int, settings: Settings
+    ) -> object | None: ...
+
+
+VISIT_SUMMARY: Provided[VisitSummaries] = Provided(
+    "the appointment page's visit box (clinic.visits.service.visit_summary)"
+)
 
 
 def parse_instant(value: str, name: str = "starts_at") -> datetime:
@@ -91,27 +105,23 @@ async def _book_page(
 @router.get("/book")
 async def book_form(
     request: Request,
-    actor: CurrentActor,
+    actor: PageActor,
     session: Session,
     doctor_id: Annotated[Id, Query()],
     starts_at: Annotated[InstantText, Query(max_length=64)],
 ) -> Response:
     """The chosen slot in both time zones, and the reason for the visit."""
-    if actor is None:
-        return login_redirect(request)
     return await _book_page(
         request, session, actor, doctor_id=doctor_id, starts_at=parse_instant(starts_at)
     )
 
 
 @router.post("/book", dependencies=[CsrfChecked])
-async def book(request: Request, actor: CurrentActor, session: Session) -> Response:
+async def book(request: Request, actor: BackToBooking, session: Session) -> Response:
     """Book the slot; the form's idempotency key makes a double submit book once."""
     form = await request.form()
     fields = {k: text(form, k) for k in ("doctor_id", "starts_at", "reason")}
     key = text(form, "idempotency_key") or None
-    if actor is None:
-        return login_redirect(request, "/book?" + urlencode(fields))
     try:
         data = AppointmentCreate.model_validate(fields)
     except ValidationError as exc:
@@ -164,10 +174,8 @@ async def book(request: Request, actor: CurrentActor, session: Session) -> Respo
 
 
 @router.get("/appointments")
-async def appointments(request: Request, actor: CurrentActor, session: Session) -> Response:
+async def appointments(request: Request, actor: PageActor, session: Session) -> Response:
     """A patient's upcoming and past appointments; a doctor's or admin's list."""
-    if actor is None:
-        return login_redirect(request)
     views = await service.list_appointments(session=session, actor=actor)
     now = utcnow()
     upcoming = [v for v in views if v.appointment.ends_at > now]
@@ -197,11 +205,16 @@ async def _detail_page(
         session=session, actor=actor, appointment_id=appointment_id
     )
     # The visit: a join link inside its window, its notes for the patient and the doctor only.
-    visit = await visits.visit_summary(
-        session=session,
-        actor=actor,
-        appointment_id=appointment_id,
-        settings=app_state(request).settings,
+    summaries = VISIT_SUMMARY.get_or_none()  # None: the visits feature is not installed
+    visit = (
+        await summaries(
+            session=session,
+            actor=actor,
+            appointment_id=appointment_id,
+            settings=app_state(request).settings,
+        )
+        if summaries is not None
+        else None
     )
     choices: dict[date, list[datetime]] = {}
     if view.appointment.status == "booked":
@@ -236,11 +249,9 @@ async def _detail_page(
 
 @router.get("/appointments/{appointment_id}")
 async def appointment(
-    appointment_id: Id, request: Request, actor: CurrentActor, session: Session
+    appointment_id: Id, request: Request, actor: PageActor, session: Session
 ) -> Response:
     """One appointment with its history, and forms to cancel or move it."""
-    if actor is None:
-        return login_redirect(request)
     return await _detail_page(request, session, actor, appointment_id)
 
 
@@ -248,12 +259,10 @@ async def appointment(
 async def cancel(
     appointment_id: Id,
     request: Request,
-    actor: CurrentActor,
+    actor: BackToAppointment,
     session: Session,
     settings: SettingsDep,
 ) -> Response:
-    if actor is None:
-        return login_redirect(request, f"/appointments/{appointment_id}")
     form = await request.form()
     reason = text(form, "reason")
     try:
@@ -283,12 +292,10 @@ async def cancel(
 async def reschedule(
     appointment_id: Id,
     request: Request,
-    actor: CurrentActor,
+    actor: BackToAppointment,
     session: Session,
     settings: SettingsDep,
 ) -> Response:
-    if actor is None:
-        return login_redirect(request, f"/appointments/{appointment_id}")
     form = await request.form()
     try:
         data = AppointmentReschedule.model_validate({"starts_at": text(form, "starts_at")})
@@ -324,14 +331,12 @@ async def reschedule(
 @router.get("/agenda")
 async def agenda(
     request: Request,
-    actor: CurrentActor,
+    actor: PageActor,
     session: Session,
     view: str = Query(default="day", pattern="^(day|week)$"),
     on: Annotated[PageDay, Query(alias="date")] = None,
 ) -> Response:
     """The doctor's appointments of one day or week, in their own time zone."""
-    if actor is None:
-        return login_redirect(request)
     zone = viewer_zone(request)
     today = utcnow().astimezone(zone).date()
     day = parse_day(on, "date", today)

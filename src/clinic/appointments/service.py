@@ -16,8 +16,9 @@ from sqlalchemy.orm import aliased
 from clinic.accounts import guards
 from clinic.accounts.guards import Actor
 from clinic.accounts.models import Doctor, Role, User
+from clinic.appointments import notices
 from clinic.appointments.models import Appointment, AppointmentEvent, IdempotencyKey, Status
-from clinic.audit import service as audit
+from clinic.core import audit
 from clinic.core.config import Settings
 from clinic.core.db import utcnow
 from clinic.core.errors import (
@@ -30,7 +31,7 @@ from clinic.core.errors import (
     SlotUnavailable,
     TooLate,
 )
-from clinic.notify import service as notify
+from clinic.core.transaction import in_one_transaction
 from clinic.scheduling import service as scheduling
 
 _DoctorUser = aliased(User)
@@ -76,53 +77,75 @@ def _request_hash(doctor_id: int, starts_at: datetime, reason: str) -> str:
 def _conflict(exc: IntegrityError) -> Exception:
     text = str(exc.orig)
     if "appointments_doctor_no_overlap" in text:
-        return SlotTaken(
-            "This time was just booked by someone else. Please choose another slot.",
-            field="starts_at",
-        )
+        return _just_taken()
     if "appointments_patient_no_overlap" in text:
         return PatientBusy("You already have an appointment at this time.", field="starts_at")
     return exc
 
 
-async def _replay(
-    session: AsyncSession, actor: Actor, key: str, request_hash: str
-) -> AppointmentView | None:
-    existing = await session.get(IdempotencyKey, (actor.user_id, key))
+@dataclass(frozen=True, slots=True)
+class _Booking:
+    """One booking request, as the transaction that serves it needs it."""
+
+    patient: Actor
+    doctor_id: int
+    starts_at: datetime
+    reason: str
+    idempotency_key: str | None
+
+    @property
+    def request_hash(self) -> str:
+        return _request_hash(self.doctor_id, self.starts_at, self.reason)
+
+
+async def _view_of(session: AsyncSession, appointment_id: int) -> AppointmentView:
+    return _view((await session.execute(_views().where(Appointment.id == appointment_id))).one())
+
+
+async def _replay(session: AsyncSession, booking: _Booking) -> AppointmentView | None:
+    """The appointment an earlier request with this booking's Idempotency-Key made (None if
+    there is none), read in the caller's transaction. The same key with another body is
+    refused."""
+    if not booking.idempotency_key:
+        return None
+    patient = booking.patient
+    existing = await session.get(IdempotencyKey, (patient.user_id, booking.idempotency_key))
     if existing is None:
         return None
-    if existing.request_hash != request_hash:
+    if existing.request_hash != booking.request_hash:
         raise IdempotencyKeyReused(
             "This Idempotency-Key was already used for a different booking request."
         )
-    row = (await session.execute(_views().where(Appointment.id == existing.appointment_id))).one()
-    view = _view(row)
-    await audit.record(
-        session,
-        actor=actor,
-        patient_id=view.appointment.patient_id,
-        action="read",
-        subject=f"appointment:{view.appointment.id}",
-    )
+    view = await _view_of(session, existing.appointment_id)
+    await _audit(session, patient, view.appointment, "read")
     return view
 
 
-async def _check_slot(
+async def _audit(
+    session: AsyncSession, who: Actor, appt: Appointment, action: audit.Action
+) -> None:
+    """Reading or changing an appointment is reading or changing its patient's data."""
+    await audit.record(
+        session,
+        actor=who,
+        patient_id=appt.patient_id,
+        action=action,
+        subject=f"appointment:{appt.id}",
+    )
+
+
+async def _ensure_free(
     session: AsyncSession,
-    actor: Actor,
-    doctor_id: int,
+    calendar: scheduling.DoctorCalendar,
     starts_at: datetime,
     now: datetime,
     *,
-    ignore: int | None = None,
-) -> scheduling.DoctorCalendar:
-    calendar, verdict = await scheduling.check_slot(
-        session=session,
-        actor=actor,
-        doctor_id=doctor_id,
-        starts_at=starts_at,
-        now=now,
-        ignore_appointment=ignore,
+    moving: int | None = None,
+) -> None:
+    """Refuses a time that is taken or not bookable (``moving``: the appointment being moved,
+    whose own time does not count as taken)."""
+    verdict = await scheduling.slot_verdict(
+        session=session, calendar=calendar, starts_at=starts_at, now=now, ignore_appointment=moving
     )
     if verdict is scheduling.SlotCheck.TAKEN:
         raise SlotTaken(
@@ -134,7 +157,25 @@ async def _check_slot(
             "or not on the slot grid.",
             field="starts_at",
         )
-    return calendar
+
+
+def _just_taken() -> SlotTaken:
+    return SlotTaken(
+        "This time was just booked by someone else. Please choose another slot.",
+        field="starts_at",
+    )
+
+
+def _changed_meanwhile() -> InvalidState:
+    return InvalidState("This appointment changed meanwhile; reload and try again.")
+
+
+def _place(appt: Appointment, calendar: scheduling.DoctorCalendar, starts_at: datetime) -> None:
+    """Put the appointment at ``starts_at`` with the doctor's slot length and buffer."""
+    length = timedelta(minutes=calendar.doctor.slot_minutes)
+    appt.starts_at = starts_at
+    appt.ends_at = starts_at + length
+    appt.buffer_ends_at = appt.ends_at + timedelta(minutes=calendar.doctor.buffer_minutes)
 
 
 async def book_appointment(
@@ -147,100 +188,89 @@ async def book_appointment(
     idempotency_key: str | None,
     now: datetime | None = None,
 ) -> tuple[AppointmentView, bool]:
-    """Book a free slot for the acting patient. Returns the appointment and whether it was
-    created now (False: a retry with the same ``Idempotency-Key`` got the earlier one)."""
+    """Book a free slot for the acting patient, in one transaction. Returns the appointment
+    and whether it was created now (False: a retry with the same ``Idempotency-Key`` got the
+    earlier one)."""
     patient = guards.require_patient(actor)
-    now = now or utcnow()
     if idempotency_key is not None and not (0 < len(idempotency_key) <= 200):
         raise InvalidInput("Idempotency-Key must be 1 to 200 characters.")
-    request_hash = _request_hash(doctor_id, starts_at, reason)
-    if idempotency_key:
-        async with session.begin():
-            replay = await _replay(session, patient, idempotency_key, request_hash)
-        if replay is not None:
-            return replay, False
-    try:
-        calendar = await _check_slot(session, patient, doctor_id, starts_at, now)
-    except SlotTaken:
-        # A retry racing the first request with this key sees the slot taken by the
-        # first request's own appointment: answer with that appointment.
-        if idempotency_key:
-            async with session.begin():
-                replay = await _replay(session, patient, idempotency_key, request_hash)
-            if replay is not None:
-                return replay, False
-        raise
-    length = timedelta(minutes=calendar.doctor.slot_minutes)
-    buffer = timedelta(minutes=calendar.doctor.buffer_minutes)
-    try:
-        async with session.begin():
-            appointment = Appointment(
-                doctor_id=doctor_id,
-                patient_id=patient.user_id,
-                starts_at=starts_at,
-                ends_at=starts_at + length,
-                buffer_ends_at=starts_at + length + buffer,
-                status=Status.BOOKED.value,
-                reason=reason,
-            )
-            session.add(appointment)
-            await session.flush()
-            session.add(
-                AppointmentEvent(
-                    appointment_id=appointment.id,
-                    kind="booked",
-                    actor_id=patient.user_id,
-                    details={"starts_at": starts_at.isoformat()},
-                )
-            )
-            if idempotency_key:
-                session.add(
-                    IdempotencyKey(
-                        user_id=patient.user_id,
-                        key=idempotency_key,
-                        request_hash=request_hash,
-                        appointment_id=appointment.id,
-                    )
-                )
-            await session.flush()
-            # The confirmation emails and the audit record commit with the booking, or
-            # neither does (a conflict above rolls all of it back).
-            await notify.appointment_changed(session, appointment=appointment, change="booked")
-            await audit.record(
-                session,
-                actor=patient,
-                patient_id=patient.user_id,
-                action="create",
-                subject=f"appointment:{appointment.id}",
-            )
-            row = (await session.execute(_views().where(Appointment.id == appointment.id))).one()
-            view = _view(row)
-    except IntegrityError as exc:
-        # A concurrent retry with the same key may have won the race: answer with its result.
-        if idempotency_key:
-            async with session.begin():
-                replay = await _replay(session, patient, idempotency_key, request_hash)
-            if replay is not None:
-                return replay, False
-        raise _conflict(exc) from exc
-    return view, True
-
-
-async def _audit_update(session: AsyncSession, who: Actor, appt: Appointment) -> None:
-    """A change to an appointment is a change to its patient's data."""
-    await audit.record(
-        session,
-        actor=who,
-        patient_id=appt.patient_id,
-        action="update",
-        subject=f"appointment:{appt.id}",
+    booking = _Booking(patient, doctor_id, starts_at, reason, idempotency_key)
+    at = now or utcnow()
+    return await in_one_transaction(
+        session, lambda: _book(session, booking, at), contention=_just_taken
     )
+
+
+async def _book(
+    session: AsyncSession, booking: _Booking, now: datetime
+) -> tuple[AppointmentView, bool]:
+    if (replay := await _replay(session, booking)) is not None:
+        return replay, False
+    calendar = await scheduling.visible_calendar(
+        session=session,
+        actor=booking.patient,
+        doctor_id=booking.doctor_id,
+        starts_at=booking.starts_at,
+    )
+    await _ensure_free(session, calendar, booking.starts_at, now)
+    try:
+        # A savepoint, not a transaction: a conflict leaves this transaction usable.
+        async with session.begin_nested():
+            appointment = await _insert_booking(session, booking, calendar)
+    except IntegrityError as exc:
+        # A concurrent request with the same key may have won: answer with its appointment.
+        if (replay := await _replay(session, booking)) is not None:
+            return replay, False
+        raise _conflict(exc) from exc
+    # The confirmation emails and the audit record commit with the booking, or none does.
+    await notices.tell_parties(session, appointment=appointment, change="booked")
+    await _audit(session, booking.patient, appointment, "create")
+    return await _view_of(session, appointment.id), True
+
+
+async def _insert_booking(
+    session: AsyncSession, booking: _Booking, calendar: scheduling.DoctorCalendar
+) -> Appointment:
+    """The appointment row, its first history event and its idempotency key."""
+    patient_id = booking.patient.user_id
+    appointment = Appointment(
+        doctor_id=booking.doctor_id,
+        patient_id=patient_id,
+        status=Status.BOOKED.value,
+        reason=booking.reason,
+    )
+    _place(appointment, calendar, booking.starts_at)
+    session.add(appointment)
+    await session.flush()
+    session.add(
+        AppointmentEvent(
+            appointment_id=appointment.id,
+            kind="booked",
+            actor_id=patient_id,
+            details={"starts_at": booking.starts_at.isoformat()},
+        )
+    )
+    if booking.idempotency_key:
+        session.add(
+            IdempotencyKey(
+                user_id=patient_id,
+                key=booking.idempotency_key,
+                request_hash=booking.request_hash,
+                appointment_id=appointment.id,
+            )
+        )
+    await session.flush()
+    return appointment
 
 
 async def _load_for_update(
     session: AsyncSession, actor: Actor | None, appointment_id: int
 ) -> tuple[Actor, Appointment]:
-    appointment = await session.get(Appointment, appointment_id, with_for_update=True)
+    """The appointment, locked (the first lock a change to it takes), if the actor may see
+    it."""
+    appointment = await session.get(
+        Appointment, appointment_id, with_for_update=True, populate_existing=True
+    )
     if appointment is None:
         raise NotFound("No such appointment.")
     who = guards.ensure_may_see_appointment(
@@ -249,17 +279,15 @@ async def _load_for_update(
     return who, appointment
 
 
+def _ensure_booked(appt: Appointment) -> None:
+    if appt.status != Status.BOOKED.value:
+        raise InvalidState(f"This appointment is {appt.status.replace('_', ' ')}.")
+
+
 async def get_appointment(
     *, session: AsyncSession, actor: Actor | None, appointment_id: int
 ) -> tuple[AppointmentView, list[AppointmentEvent]]:
-    return await _get(session, actor, appointment_id, audited=True)
-
-
-async def _get(
-    session: AsyncSession, actor: Actor | None, appointment_id: int, *, audited: bool
-) -> tuple[AppointmentView, list[AppointmentEvent]]:
-    """The appointment and its history; ``audited=False`` only for the view returned right
-    after a change (that change has its own audit record)."""
+    """The appointment and its history."""
     async with session.begin():
         row = (await session.execute(_views().where(Appointment.id == appointment_id))).first()
         if row is None:
@@ -273,14 +301,7 @@ async def _get(
             .where(AppointmentEvent.appointment_id == appointment_id)
             .order_by(AppointmentEvent.at, AppointmentEvent.id)
         )
-        if audited:
-            await audit.record(
-                session,
-                actor=who,
-                patient_id=view.appointment.patient_id,
-                action="read",
-                subject=f"appointment:{appointment_id}",
-            )
+        await _audit(session, who, view.appointment, "read")
         return view, list(events)
 
 
@@ -294,14 +315,14 @@ async def cancel_appointment(
     now: datetime | None = None,
 ) -> AppointmentView:
     """A patient cancels up to the cut-off before the start; a doctor (or admin) any time,
-    with a reason."""
-    now = now or utcnow()
-    async with session.begin():
+    with a reason. One transaction."""
+    at = now or utcnow()
+
+    async def cancel() -> AppointmentView:
         who, appt = await _load_for_update(session, actor, appointment_id)
-        if appt.status != Status.BOOKED.value:
-            raise InvalidState(f"This appointment is {appt.status.replace('_', ' ')}.")
+        _ensure_booked(appt)
         if who.role is Role.PATIENT:
-            if appt.starts_at - now < settings.patient_cancel_cutoff:
+            if appt.starts_at - at < settings.patient_cancel_cutoff:
                 hours = settings.patient_cancel_cutoff.total_seconds() / 3600
                 raise TooLate(
                     f"Appointments can be cancelled online up to {hours:g} hours before they "
@@ -312,7 +333,7 @@ async def cancel_appointment(
         appt.status = Status.CANCELLED.value
         appt.cancel_reason = reason
         appt.sequence += 1
-        appt.updated_at = now
+        appt.updated_at = at
         session.add(
             AppointmentEvent(
                 appointment_id=appt.id,
@@ -321,10 +342,11 @@ async def cancel_appointment(
                 details={"reason": reason, "by": who.role.value},
             )
         )
-        await notify.appointment_changed(session, appointment=appt, change="cancelled")
-        await _audit_update(session, who, appt)
-    view, _ = await _get(session, actor, appointment_id, audited=False)
-    return view
+        await notices.tell_parties(session, appointment=appt, change="cancelled")
+        await _audit(session, who, appt, "update")
+        return await _view_of(session, appointment_id)
+
+    return await in_one_transaction(session, cancel, contention=_changed_meanwhile)
 
 
 async def reschedule_appointment(
@@ -338,47 +360,40 @@ async def reschedule_appointment(
 ) -> AppointmentView:
     """Move an appointment to another free slot of the same doctor, in one transaction: if the
     new slot cannot be taken the old appointment stays as it was."""
-    now = now or utcnow()
-    async with session.begin():
+    at = now or utcnow()
+
+    async def reschedule() -> AppointmentView:
         who, appt = await _load_for_update(session, actor, appointment_id)
-        doctor_id, old_start = appt.doctor_id, appt.starts_at
-        if appt.status != Status.BOOKED.value:
-            raise InvalidState(f"This appointment is {appt.status.replace('_', ' ')}.")
-        if who.role is Role.PATIENT and appt.starts_at - now < settings.patient_cancel_cutoff:
+        _ensure_booked(appt)
+        if who.role is Role.PATIENT and appt.starts_at - at < settings.patient_cancel_cutoff:
             raise TooLate("It is too late to move this appointment online. Contact the clinic.")
-    booker = guards.Actor(
-        user_id=appt.patient_id, role=Role.PATIENT, name="", email="", time_zone="UTC"
-    )
-    calendar = await _check_slot(session, booker, doctor_id, starts_at, now, ignore=appointment_id)
-    length = timedelta(minutes=calendar.doctor.slot_minutes)
-    buffer = timedelta(minutes=calendar.doctor.buffer_minutes)
-    try:
-        async with session.begin():
-            _, appt = await _load_for_update(session, actor, appointment_id)
-            if appt.status != Status.BOOKED.value or appt.starts_at != old_start:
-                raise InvalidState("This appointment changed meanwhile; reload and try again.")
-            appt.starts_at = starts_at
-            appt.ends_at = starts_at + length
-            appt.buffer_ends_at = starts_at + length + buffer
-            appt.sequence += 1
-            appt.updated_at = now
-            session.add(
-                AppointmentEvent(
-                    appointment_id=appt.id,
-                    kind="rescheduled",
-                    actor_id=who.user_id,
-                    details={"from": old_start.isoformat(), "to": starts_at.isoformat()},
-                )
+        calendar = await scheduling.doctor_calendar(
+            session=session, doctor_id=appt.doctor_id, starts_at=starts_at
+        )
+        await _ensure_free(session, calendar, starts_at, at, moving=appointment_id)
+        old_start = appt.starts_at
+        _place(appt, calendar, starts_at)
+        appt.sequence += 1
+        appt.updated_at = at
+        session.add(
+            AppointmentEvent(
+                appointment_id=appt.id,
+                kind="rescheduled",
+                actor_id=who.user_id,
+                details={"from": old_start.isoformat(), "to": starts_at.isoformat()},
             )
+        )
+        try:
             await session.flush()
-            await notify.appointment_changed(
-                session, appointment=appt, change="rescheduled", previous_start=old_start
-            )
-            await _audit_update(session, who, appt)
-    except IntegrityError as exc:
-        raise _conflict(exc) from exc
-    view, _ = await _get(session, actor, appointment_id, audited=False)
-    return view
+        except IntegrityError as exc:
+            raise _conflict(exc) from exc
+        await notices.tell_parties(
+            session, appointment=appt, change="rescheduled", previous_start=old_start
+        )
+        await _audit(session, who, appt, "update")
+        return await _view_of(session, appointment_id)
+
+    return await in_one_transaction(session, reschedule, contention=_just_taken)
 
 
 async def mark_appointment(
@@ -394,8 +409,7 @@ async def mark_appointment(
     guards.require_role(actor, Role.DOCTOR, Role.ADMIN)
     async with session.begin():
         who, appt = await _load_for_update(session, actor, appointment_id)
-        if appt.status != Status.BOOKED.value:
-            raise InvalidState(f"This appointment is {appt.status.replace('_', ' ')}.")
+        _ensure_booked(appt)
         if appt.starts_at > now:
             raise InvalidState("An appointment can be marked only once it has started.")
         appt.status = status.value
@@ -404,9 +418,8 @@ async def mark_appointment(
         session.add(
             AppointmentEvent(appointment_id=appt.id, kind=status.value, actor_id=who.user_id)
         )
-        await _audit_update(session, who, appt)
-    view, _ = await _get(session, actor, appointment_id, audited=False)
-    return view
+        await _audit(session, who, appt, "update")
+        return await _view_of(session, appointment_id)
 
 
 async def list_appointments(

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query
 
+from clinic.accounts.deps import CurrentActor
 from clinic.audit import service
-from clinic.audit.models import AuditRecord
 from clinic.audit.schemas import AuditRecordPublic
+from clinic.core.audit import AuditRecord
 from clinic.core.validation import Id, Instant
-from clinic.web.deps import CurrentActor, Session
+from clinic.web.deps import Session
 from clinic.web.errors import ERROR_RESPONSES
 
 router = APIRouter(prefix="/api/v1", tags=["audit"], responses=ERROR_RESPONSES)

@@ -8,11 +8,12 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from clinic.accounts.pages import login_redirect, page
+from clinic.accounts.deps import PageActor
 from clinic.audit import service
 from clinic.core.errors import InvalidInput
 from clinic.core.validation import PageDay, PageId
-from clinic.web.deps import CurrentActor, Session
+from clinic.web.deps import Session
+from clinic.web.pages import page
 from clinic.web.render import viewer_zone
 
 router = APIRouter(include_in_schema=False)
@@ -37,9 +38,7 @@ def _day(value: str | None, field: str) -> date | None:
 
 
 @router.get("/me/audit")
-async def mine(request: Request, actor: CurrentActor, session: Session) -> Response:
-    if actor is None:
-        return login_redirect(request)
+async def mine(request: Request, actor: PageActor, session: Session) -> Response:
     records = await service.accesses_to_me(session=session, actor=actor)
     names = await service.actor_names(session=session, ids=(r.actor_id for r in records))
     return page(request, "audit/mine.html", records=records, names=names)
@@ -48,15 +47,13 @@ async def mine(request: Request, actor: CurrentActor, session: Session) -> Respo
 @router.get("/admin/audit")
 async def search(
     request: Request,
-    actor: CurrentActor,
+    actor: PageActor,
     session: Session,
     patient_id: Annotated[PageId, Query()] = None,
     actor_id: Annotated[PageId, Query()] = None,
     since_param: Annotated[PageDay, Query(alias="since")] = None,
     until_param: Annotated[PageDay, Query(alias="until")] = None,
 ) -> Response:
-    if actor is None:
-        return login_redirect(request)
     q = request.query_params
     zone = viewer_zone(request)
     since_day, until_day = _day(q.get("since"), "since"), _day(q.get("until"), "until")

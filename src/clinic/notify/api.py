@@ -8,9 +8,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
+from clinic.accounts.deps import CurrentActor
 from clinic.core.validation import Text
 from clinic.notify import service
-from clinic.web.deps import CurrentActor, Session
+from clinic.web.deps import Session
 from clinic.web.errors import ERROR_RESPONSES
 
 router = APIRouter(prefix="/api/v1/admin", tags=["notify"], responses=ERROR_RESPONSES)

@@ -19,8 +19,8 @@ from zoneinfo import ZoneInfo
 
 from icalendar import Calendar, Event, vCalAddress, vText
 
-Change = Literal["booked", "rescheduled", "cancelled"]
-Role = Literal["patient", "doctor"]
+from clinic.appointments.notices import AppointmentFacts, Change, Recipient
+
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 MONTHS = (
     "January",
@@ -36,25 +36,6 @@ MONTHS = (
     "November",
     "December",
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Party:
-    name: str
-    email: str
-    time_zone: str
-
-
-@dataclass(frozen=True, slots=True)
-class AppointmentFacts:
-    """What an email says about an appointment, taken in the transaction of the change."""
-
-    id: int
-    sequence: int
-    starts_at: datetime
-    ends_at: datetime
-    doctor: Party
-    patient: Party
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +93,7 @@ def calendar(
     facts: AppointmentFacts,
     *,
     method: Literal["REQUEST", "CANCEL"],
-    role: Role,
+    role: Recipient,
     mail_from: str,
     stamp: datetime,
 ) -> str:
@@ -153,7 +134,7 @@ def appointment_email(
     facts: AppointmentFacts,
     *,
     change: Change,
-    role: Role,
+    role: Recipient,
     mail_from: str,
     stamp: datetime,
     previous_start: datetime | None = None,

@@ -5,25 +5,22 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from clinic.accounts.pages import login_redirect, page
+from clinic.accounts.deps import PageActor
 from clinic.notify import service
-from clinic.web.deps import CurrentActor, Session
+from clinic.web.deps import Session
+from clinic.web.pages import page
 
 router = APIRouter(include_in_schema=False)
 
 
 @router.get("/admin/outbox")
-async def outbox(request: Request, actor: CurrentActor, session: Session) -> Response:
-    if actor is None:
-        return login_redirect(request)
+async def outbox(request: Request, actor: PageActor, session: Session) -> Response:
     messages = await service.outbox(session=session, actor=actor)
     return page(request, "notify/outbox.html", messages=messages)
 
 
 @router.get("/admin/jobs")
-async def failed_jobs(request: Request, actor: CurrentActor, session: Session) -> Response:
-    if actor is None:
-        return login_redirect(request)
+async def failed_jobs(request: Request, actor: PageActor, session: Session) -> Response:
     status = request.query_params.get("status", "failed")
     rows = await service.jobs_by_status(session=session, actor=actor, status=status)
     return page(request, "notify/jobs.html", jobs=rows, status=status)

@@ -1,15 +1,12 @@
-"""Notification use cases: emails enqueued with the change that causes them, and what admins
-read (the outbox, failed jobs).
+"""What admins read about notifications: the outbox and the jobs by status.
 
-Called by ``clinic.appointments.service`` inside its own transaction::
-
-    await notify.appointment_changed(session, appointment=appt, change="booked")
-"""
+The emails themselves are deferred by the feature that changes something, in its own
+transaction (``clinic.appointments.notices``), and sent by this feature's worker."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, text
@@ -17,85 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from clinic.accounts import guards
 from clinic.accounts.guards import Actor
-from clinic.accounts.models import User
-from clinic.appointments.models import Appointment
-from clinic.core.db import utcnow
-from clinic.notify import jobs
-from clinic.notify.mail import AppointmentFacts, Change, Party, Role
 from clinic.notify.models import OutboxMessage
-
-
-def facts_args(facts: AppointmentFacts) -> dict[str, Any]:
-    out = asdict(facts)
-    out["starts_at"] = facts.starts_at.astimezone(UTC).isoformat()
-    out["ends_at"] = facts.ends_at.astimezone(UTC).isoformat()
-    return out
-
-
-def facts_from_args(args: dict[str, Any]) -> AppointmentFacts:
-    return AppointmentFacts(
-        id=int(args["id"]),
-        sequence=int(args["sequence"]),
-        starts_at=datetime.fromisoformat(args["starts_at"]),
-        ends_at=datetime.fromisoformat(args["ends_at"]),
-        doctor=Party(**args["doctor"]),
-        patient=Party(**args["patient"]),
-    )
-
-
-async def appointment_facts(
-    session: AsyncSession, appointment: Appointment
-) -> tuple[AppointmentFacts, bool]:
-    """The facts an email states, and whether either party is a synthetic smoke account
-    (those get no email: the smoke journey runs against production during every deploy)."""
-    users = {
-        u.id: u
-        for u in await session.scalars(
-            select(User).where(User.id.in_([appointment.doctor_id, appointment.patient_id]))
-        )
-    }
-    doctor, patient = users[appointment.doctor_id], users[appointment.patient_id]
-    facts = AppointmentFacts(
-        id=appointment.id,
-        sequence=appointment.sequence,
-        starts_at=appointment.starts_at,
-        ends_at=appointment.ends_at,
-        doctor=Party(doctor.name, doctor.email, doctor.time_zone),
-        patient=Party(patient.name, patient.email, patient.time_zone),
-    )
-    return facts, doctor.is_smoke or patient.is_smoke
-
-
-async def appointment_changed(
-    session: AsyncSession,
-    *,
-    appointment: Appointment,
-    change: Change,
-    previous_start: datetime | None = None,
-) -> list[int]:
-    """Enqueue the emails to the patient and the doctor about ``change``, in the caller's
-    transaction (flush the appointment first). Returns the job ids."""
-    await session.flush()
-    facts, smoke = await appointment_facts(session, appointment)
-    if smoke:
-        return []
-    stamp = utcnow().isoformat()
-    roles: tuple[Role, ...] = ("patient", "doctor")
-    return [
-        await jobs.enqueue(
-            session,
-            jobs.SEND_EMAIL,
-            {
-                "kind": "appointment",
-                "facts": facts_args(facts),
-                "change": change,
-                "role": role,
-                "previous_start": previous_start.isoformat() if previous_start else None,
-                "stamp": stamp,
-            },
-        )
-        for role in roles
-    ]
 
 
 async def outbox(

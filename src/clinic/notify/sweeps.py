@@ -14,12 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from clinic.accounts.models import ApiToken, LoginThrottle
 from clinic.appointments.models import Appointment, AppointmentEvent, IdempotencyKey, Status
-from clinic.audit import service as audit
+from clinic.appointments.notices import appointment_facts, facts_args
+from clinic.core import audit, jobs
 from clinic.core.config import Settings
-from clinic.notify import jobs
 from clinic.notify.mail import rule_name
 from clinic.notify.models import ReminderSent
-from clinic.notify.service import appointment_facts, facts_args
 
 BATCH = 500
 
@@ -70,7 +69,7 @@ async def queue_due_reminders(session: AsyncSession, *, settings: Settings, now:
             facts, smoke = await appointment_facts(session, appointment)
             if smoke:
                 continue
-            await jobs.enqueue(
+            await jobs.defer(
                 session,
                 jobs.SEND_EMAIL,
                 {

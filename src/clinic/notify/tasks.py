@@ -17,12 +17,12 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from clinic.appointments.models import Appointment, Status
+from clinic.appointments.notices import facts_from_args
 from clinic.core.config import Settings
 from clinic.core.db import utcnow
 from clinic.notify import sweeps
 from clinic.notify.mail import Email, appointment_email, reminder_email, to_message
 from clinic.notify.models import SentEmail
-from clinic.notify.service import facts_from_args
 from clinic.notify.transport import smtp_close, smtp_send, store_in_outbox
 
 log = logging.getLogger(__name__)

@@ -19,8 +19,9 @@ from procrastinate.retry import BaseRetryStrategy, RetryDecision
 from procrastinate.worker import Worker
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from clinic.core import jobs
 from clinic.core.config import Settings
-from clinic.notify import jobs, tasks
+from clinic.notify import tasks
 from clinic.notify.tasks import JobEnv
 
 log = logging.getLogger(__name__)

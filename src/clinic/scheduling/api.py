@@ -7,11 +7,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
+from clinic.accounts.deps import CurrentActor
 from clinic.accounts.schemas import DoctorPublic
-from clinic.appointments.models import Appointment
 from clinic.core.db import utcnow
 from clinic.core.validation import Id, Instant, Text
 from clinic.scheduling import service
+from clinic.scheduling.booked import Booked
 from clinic.scheduling.schemas import (
     OutsideAppointment,
     OverrideIn,
@@ -22,7 +23,7 @@ from clinic.scheduling.schemas import (
     SlotPublic,
     SlotsPublic,
 )
-from clinic.web.deps import CurrentActor, Session, SettingsDep
+from clinic.web.deps import Session, SettingsDep
 from clinic.web.errors import ERROR_RESPONSES
 
 router = APIRouter(prefix="/api/v1/doctors", tags=["doctors"], responses=ERROR_RESPONSES)
@@ -55,7 +56,7 @@ def schedule_public(cal: service.DoctorCalendar) -> SchedulePublic:
     )
 
 
-def outside(appointments: list[Appointment]) -> list[OutsideAppointment]:
+def outside(appointments: list[Booked]) -> list[OutsideAppointment]:
     return [
         OutsideAppointment(id=a.id, starts_at=a.starts_at, ends_at=a.ends_at) for a in appointments
     ]

@@ -13,26 +13,27 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 from starlette.datastructures import FormData
 
+from clinic.accounts.deps import CurrentActor, PageActor, page_actor_back_to
 from clinic.accounts.guards import Actor
-from clinic.accounts.pages import (
-    clinic_errors,
-    flash,
-    login_redirect,
-    page,
-    redirect,
-    text,
-    validation_errors,
-)
-from clinic.appointments import service as appointments
 from clinic.core.db import utcnow
 from clinic.core.errors import ClinicError, InvalidInput
 from clinic.core.validation import Id, PageDay, Text
 from clinic.scheduling import service
 from clinic.scheduling.schemas import OverrideIn, ScheduleIn
-from clinic.web.deps import CsrfChecked, CurrentActor, Session, SettingsDep
+from clinic.web.deps import CsrfChecked, Session, SettingsDep
+from clinic.web.pages import (
+    clinic_errors,
+    flash,
+    page,
+    redirect,
+    text,
+    validation_errors,
+)
 from clinic.web.render import viewer_zone
 
 router = APIRouter(include_in_schema=False)
+
+BackToSchedule = Annotated[Actor, page_actor_back_to("/schedule")]
 
 MIN_ROWS = 14
 """Rows of the weekly-hours table: the existing windows plus blanks, at least this many."""
@@ -186,11 +187,9 @@ async def _schedule_page(
 ) -> Response:
     now = utcnow()
     calendar = await service.get_schedule(session=session, actor=actor, doctor_id=actor.user_id)
-    outside = await service.appointments_outside_hours(session=session, calendar=calendar, now=now)
-    names: dict[int, str] = {}
-    if outside:
-        views = await appointments.list_appointments(session=session, actor=actor, start=now)
-        names = {v.appointment.id: v.patient_name for v in views}
+    outside = await service.appointments_outside_hours(
+        session=session, actor=actor, calendar=calendar, now=now
+    )
     return page(
         request,
         "scheduling/schedule.html",
@@ -200,16 +199,14 @@ async def _schedule_page(
         rows=rows if rows is not None else _rows_of(calendar),
         rules=rules if rules is not None else _rules_of(calendar),
         override=override or {"day": "", "kind": "off", "start": "", "end": ""},
-        outside=[(a, names.get(a.id, "")) for a in outside],
+        outside=[(a, a.patient_name) for a in outside],
         errors=errors or {},
     )
 
 
 @router.get("/schedule")
-async def schedule(request: Request, actor: CurrentActor, session: Session) -> Response:
+async def schedule(request: Request, actor: PageActor, session: Session) -> Response:
     """The doctor's weekly hours, slot rules and date overrides."""
-    if actor is None:
-        return login_redirect(request)
     return await _schedule_page(request, session, actor)
 
 
@@ -238,10 +235,8 @@ def _schedule_errors(exc: ValidationError, used: list[int]) -> dict[str, str]:
 
 
 @router.post("/schedule", dependencies=[CsrfChecked])
-async def save_schedule(request: Request, actor: CurrentActor, session: Session) -> Response:
+async def save_schedule(request: Request, actor: BackToSchedule, session: Session) -> Response:
     """Replace weekly hours and rules; booked appointments now outside them are kept."""
-    if actor is None:
-        return login_redirect(request, "/schedule")
     form = await request.form()
     rows = _form_rows(form)
     rules = {k: text(form, k) for k in RULE_FIELDS}
@@ -289,10 +284,8 @@ async def save_schedule(request: Request, actor: CurrentActor, session: Session)
 
 
 @router.post("/schedule/overrides", dependencies=[CsrfChecked])
-async def add_override(request: Request, actor: CurrentActor, session: Session) -> Response:
+async def add_override(request: Request, actor: BackToSchedule, session: Session) -> Response:
     """A day off, fewer hours on a day, or extra hours on a day."""
-    if actor is None:
-        return login_redirect(request, "/schedule")
     form = await request.form()
     values = {k: text(form, k) for k in ("day", "kind", "start", "end")}
     payload: dict[str, Any] = {k: v or None for k, v in values.items()}
@@ -331,10 +324,8 @@ async def add_override(request: Request, actor: CurrentActor, session: Session) 
 
 @router.post("/schedule/overrides/{override_id}/delete", dependencies=[CsrfChecked])
 async def delete_override(
-    override_id: Id, request: Request, actor: CurrentActor, session: Session
+    override_id: Id, request: Request, actor: BackToSchedule, session: Session
 ) -> Response:
-    if actor is None:
-        return login_redirect(request, "/schedule")
     await service.delete_override(
         session=session, actor=actor, doctor_id=actor.user_id, override_id=override_id
     )

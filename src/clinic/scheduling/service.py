@@ -13,9 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from clinic.accounts import guards
 from clinic.accounts.guards import Actor
 from clinic.accounts.models import Doctor, Role, User
-from clinic.appointments.models import Appointment, Status
+from clinic.core import audit
 from clinic.core.errors import InvalidInput, NotFound
+from clinic.scheduling import booked
 from clinic.scheduling import slots as slotlib
+from clinic.scheduling.booked import Booked
 from clinic.scheduling.models import ScheduleOverride, WeeklyHours
 from clinic.scheduling.schemas import OverrideIn, RulesIn, ScheduleIn, WeeklyWindowIn
 
@@ -93,33 +95,6 @@ async def _calendars(
     return [DoctorCalendar(u, d, by_weekly[d.user_id], by_override[d.user_id]) for u, d in doctors]
 
 
-async def _busy(
-    session: AsyncSession,
-    ids: list[int],
-    start: datetime,
-    end: datetime,
-    *,
-    ignore: int | None = None,
-) -> dict[int, list[tuple[datetime, datetime]]]:
-    stmt = (
-        select(Appointment.doctor_id, Appointment.starts_at, Appointment.buffer_ends_at)
-        .where(
-            Appointment.doctor_id.in_(ids),
-            Appointment.status != Status.CANCELLED.value,
-            Appointment.starts_at < end + timedelta(days=1),
-            Appointment.buffer_ends_at > start - timedelta(days=1),
-        )
-        .order_by(Appointment.starts_at)
-    )
-    if ignore is not None:
-        stmt = stmt.where(Appointment.id != ignore)
-    rows = await session.execute(stmt)
-    busy: dict[int, list[tuple[datetime, datetime]]] = {i: [] for i in ids}
-    for doctor_id, s, e in rows.all():
-        busy[doctor_id].append((s, e))
-    return busy
-
-
 def _check_range(start: datetime, end: datetime, max_days: int) -> None:
     if start.tzinfo is None or end.tzinfo is None:
         raise InvalidInput("start and end need a UTC offset (for example 2026-12-01T00:00:00Z)")
@@ -148,14 +123,67 @@ async def doctor_slots(
         if row is None:
             raise NotFound("No such doctor.")
         (calendar,) = await _calendars(session, [(row[0], row[1])], start, end)
-        busy = (await _busy(session, [doctor_id], start, end))[doctor_id]
-    return calendar, _free(calendar, busy, start, end, now)
+        busy = await booked.SOURCE.get().busy(session, doctor_ids=[doctor_id], start=start, end=end)
+    return calendar, _free(calendar, busy[doctor_id], start, end, now)
 
 
 class SlotCheck(StrEnum):
     FREE = "free"
     TAKEN = "taken"
     NOT_BOOKABLE = "not_bookable"
+
+
+async def _approved_calendar(
+    session: AsyncSession, doctors: Select[User, Doctor], doctor_id: int, starts_at: datetime
+) -> DoctorCalendar:
+    row = (await session.execute(doctors.where(Doctor.user_id == doctor_id))).first()
+    if row is None or row[1].approved_at is None:
+        raise NotFound("No such doctor.")
+    end = starts_at + timedelta(minutes=1)
+    (calendar,) = await _calendars(session, [(row[0], row[1])], starts_at, end)
+    return calendar
+
+
+async def visible_calendar(
+    *, session: AsyncSession, actor: Actor | None, doctor_id: int, starts_at: datetime
+) -> DoctorCalendar:
+    """The calendar around ``starts_at`` of an approved doctor the actor may see, in the
+    caller's transaction (a new booking)."""
+    return await _approved_calendar(session, _visible_doctor(actor), doctor_id, starts_at)
+
+
+async def doctor_calendar(
+    *, session: AsyncSession, doctor_id: int, starts_at: datetime
+) -> DoctorCalendar:
+    """The calendar around ``starts_at`` of an approved doctor, in the caller's transaction,
+    whoever asks: the caller already has a reason to see them (an appointment being moved
+    names its doctor)."""
+    doctors = select(User, Doctor).join(Doctor, Doctor.user_id == User.id)
+    return await _approved_calendar(session, doctors, doctor_id, starts_at)
+
+
+async def slot_verdict(
+    *,
+    session: AsyncSession,
+    calendar: DoctorCalendar,
+    starts_at: datetime,
+    now: datetime,
+    ignore_appointment: int | None = None,
+) -> SlotCheck:
+    """Whether ``starts_at`` is a free slot of the doctor, taken, or not a bookable time at
+    all (outside hours, off the grid, too soon or too far ahead), read in the caller's
+    transaction (booking calls this inside its own). ``ignore_appointment``: an appointment
+    being moved, whose own time does not count as busy."""
+    doctor_id = calendar.doctor.user_id
+    end = starts_at + timedelta(minutes=1)
+    busy = await booked.SOURCE.get().busy(
+        session, doctor_ids=[doctor_id], start=starts_at, end=end, ignore=ignore_appointment
+    )
+    if any(s.starts_at == starts_at for s in _free(calendar, busy[doctor_id], starts_at, end, now)):
+        return SlotCheck.FREE
+    if any(s.starts_at == starts_at for s in _free(calendar, [], starts_at, end, now)):
+        return SlotCheck.TAKEN
+    return SlotCheck.NOT_BOOKABLE
 
 
 async def check_slot(
@@ -165,27 +193,17 @@ async def check_slot(
     doctor_id: int,
     starts_at: datetime,
     now: datetime,
-    ignore_appointment: int | None = None,
 ) -> tuple[DoctorCalendar, SlotCheck]:
-    """Whether ``starts_at`` is a free slot of the doctor, taken, or not a bookable time at
-    all (outside hours, off the grid, too soon or too far ahead). ``ignore_appointment``: an
-    appointment being moved, whose own time does not count as busy."""
-    end = starts_at + timedelta(minutes=1)
+    """The doctor's calendar and :func:`slot_verdict`, as a use case of its own (the booking
+    page asks it before the patient confirms)."""
     async with session.begin():
-        row = (
-            await session.execute(_visible_doctor(actor).where(Doctor.user_id == doctor_id))
-        ).first()
-        if row is None or row[1].approved_at is None:
-            raise NotFound("No such doctor.")
-        (calendar,) = await _calendars(session, [(row[0], row[1])], starts_at, end)
-        busy = (await _busy(session, [doctor_id], starts_at, end, ignore=ignore_appointment))[
-            doctor_id
-        ]
-    if any(s.starts_at == starts_at for s in _free(calendar, busy, starts_at, end, now)):
-        return calendar, SlotCheck.FREE
-    if any(s.starts_at == starts_at for s in _free(calendar, [], starts_at, end, now)):
-        return calendar, SlotCheck.TAKEN
-    return calendar, SlotCheck.NOT_BOOKABLE
+        calendar = await visible_calendar(
+            session=session, actor=actor, doctor_id=doctor_id, starts_at=starts_at
+        )
+        verdict = await slot_verdict(
+            session=session, calendar=calendar, starts_at=starts_at, now=now
+        )
+        return calendar, verdict
 
 
 def _free(
@@ -231,7 +249,8 @@ async def search_doctors(
         if not doctors:
             return []
         calendars = await _calendars(session, doctors, now, end)
-        busy = await _busy(session, [d.user_id for _, d in doctors], now, end)
+        ids = [d.user_id for _, d in doctors]
+        busy = await booked.SOURCE.get().busy(session, doctor_ids=ids, start=now, end=end)
     result = []
     for cal in calendars:
         free = _free(cal, busy[cal.doctor.user_id], now, end, now)
@@ -251,49 +270,43 @@ async def specialties(*, session: AsyncSession) -> list[str]:
         return list(rows)
 
 
+async def _schedule(session: AsyncSession, doctor_id: int) -> DoctorCalendar:
+    row = (
+        await session.execute(
+            select(User, Doctor)
+            .join(Doctor, Doctor.user_id == User.id)
+            .where(Doctor.user_id == doctor_id)
+        )
+    ).first()
+    if row is None:
+        raise NotFound("No such doctor schedule.")
+    weekly = await session.scalars(
+        select(WeeklyHours)
+        .where(WeeklyHours.doctor_id == doctor_id)
+        .order_by(WeeklyHours.weekday, WeeklyHours.start_time)
+    )
+    overrides = await session.scalars(
+        select(ScheduleOverride)
+        .where(ScheduleOverride.doctor_id == doctor_id)
+        .order_by(ScheduleOverride.day, ScheduleOverride.start_time)
+    )
+    return DoctorCalendar(row[0], row[1], list(weekly), list(overrides))
+
+
 async def get_schedule(
     *, session: AsyncSession, actor: Actor | None, doctor_id: int
 ) -> DoctorCalendar:
     guards.ensure_may_manage_schedule(actor, doctor_id)
     async with session.begin():
-        row = (
-            await session.execute(
-                select(User, Doctor)
-                .join(Doctor, Doctor.user_id == User.id)
-                .where(Doctor.user_id == doctor_id)
-            )
-        ).first()
-        if row is None:
-            raise NotFound("No such doctor schedule.")
-        weekly = await session.scalars(
-            select(WeeklyHours)
-            .where(WeeklyHours.doctor_id == doctor_id)
-            .order_by(WeeklyHours.weekday, WeeklyHours.start_time)
-        )
-        overrides = await session.scalars(
-            select(ScheduleOverride)
-            .where(ScheduleOverride.doctor_id == doctor_id)
-            .order_by(ScheduleOverride.day, ScheduleOverride.start_time)
-        )
-        return DoctorCalendar(row[0], row[1], list(weekly), list(overrides))
+        return await _schedule(session, doctor_id)
 
 
-async def appointments_outside_hours(
-    *, session: AsyncSession, calendar: DoctorCalendar, now: datetime
-) -> list[Appointment]:
-    """Future booked appointments that the doctor's current hours no longer cover."""
-    async with session.begin():
-        upcoming = list(
-            await session.scalars(
-                select(Appointment)
-                .where(
-                    Appointment.doctor_id == calendar.doctor.user_id,
-                    Appointment.status == Status.BOOKED.value,
-                    Appointment.starts_at >= now,
-                )
-                .order_by(Appointment.starts_at)
-            )
-        )
+async def _outside_hours(
+    session: AsyncSession, who: Actor, calendar: DoctorCalendar, now: datetime
+) -> list[Booked]:
+    upcoming = await booked.SOURCE.get().upcoming(
+        session, doctor_id=calendar.doctor.user_id, since=now
+    )
     if not upcoming:
         return []
     outside = slotlib.outside_hours(
@@ -302,27 +315,50 @@ async def appointments_outside_hours(
         overrides=calendar.date_overrides(),
         appointments=[(a.starts_at, a.ends_at) for a in upcoming],
     )
-    return [upcoming[i] for i in outside]
+    shown = [upcoming[i] for i in outside]
+    patients = sorted({b.patient_id for b in shown})
+    await audit.record_many(
+        session, actor=who, accesses=[audit.Access(p, "read", "appointments") for p in patients]
+    )
+    return shown
+
+
+async def appointments_outside_hours(
+    *, session: AsyncSession, actor: Actor | None, calendar: DoctorCalendar, now: datetime
+) -> list[Booked]:
+    """Future booked appointments that the doctor's current hours no longer cover (with
+    their patients' names: reading them is recorded in the audit trail)."""
+    who = guards.ensure_may_manage_schedule(actor, calendar.doctor.user_id)
+    async with session.begin():
+        return await _outside_hours(session, who, calendar, now)
+
+
+async def _locked_doctor(session: AsyncSession, doctor_id: int) -> Doctor:
+    """The doctor's row, locked: two changes to one doctor's calendar run one after the
+    other."""
+    doctor = await session.get(Doctor, doctor_id, with_for_update=True)
+    if doctor is None:
+        raise NotFound("No such doctor schedule.")
+    return doctor
 
 
 async def save_schedule(
     *, session: AsyncSession, actor: Actor | None, doctor_id: int, data: ScheduleIn, now: datetime
-) -> tuple[DoctorCalendar, list[Appointment]]:
-    """Replace the weekly hours and rules. Booked appointments are never cancelled: the ones
-    now outside the hours are returned so the doctor sees them."""
-    guards.ensure_may_manage_schedule(actor, doctor_id)
+) -> tuple[DoctorCalendar, list[Booked]]:
+    """Replace the weekly hours and rules, in one transaction. Booked appointments are never
+    cancelled: the ones now outside the hours are returned so the doctor sees them."""
+    who = guards.ensure_may_manage_schedule(actor, doctor_id)
     async with session.begin():
-        doctor = await session.get(Doctor, doctor_id, with_for_update=True)
-        if doctor is None:
-            raise NotFound("No such doctor schedule.")
+        doctor = await _locked_doctor(session, doctor_id)
         await session.execute(delete(WeeklyHours).where(WeeklyHours.doctor_id == doctor_id))
         session.add_all(
             WeeklyHours(doctor_id=doctor_id, weekday=w.weekday, start_time=w.start, end_time=w.end)
             for w in data.weekly
         )
         _apply_rules(doctor, data.rules)
-    calendar = await get_schedule(session=session, actor=actor, doctor_id=doctor_id)
-    return calendar, await appointments_outside_hours(session=session, calendar=calendar, now=now)
+        await session.flush()
+        calendar = await _schedule(session, doctor_id)
+        return calendar, await _outside_hours(session, who, calendar, now)
 
 
 def _apply_rules(doctor: Doctor, rules: RulesIn) -> None:
@@ -334,11 +370,12 @@ def _apply_rules(doctor: Doctor, rules: RulesIn) -> None:
 
 async def add_override(
     *, session: AsyncSession, actor: Actor | None, doctor_id: int, data: OverrideIn, now: datetime
-) -> tuple[ScheduleOverride, list[Appointment]]:
-    guards.ensure_may_manage_schedule(actor, doctor_id)
+) -> tuple[ScheduleOverride, list[Booked]]:
+    """A day off, fewer or extra hours on one date, in one transaction; returns the booked
+    appointments now outside the hours."""
+    who = guards.ensure_may_manage_schedule(actor, doctor_id)
     async with session.begin():
-        if await session.get(Doctor, doctor_id) is None:
-            raise NotFound("No such doctor schedule.")
+        await _locked_doctor(session, doctor_id)
         override = ScheduleOverride(
             doctor_id=doctor_id,
             day=data.day,
@@ -347,8 +384,9 @@ async def add_override(
             end_time=data.end,
         )
         session.add(override)
-    calendar = await get_schedule(session=session, actor=actor, doctor_id=doctor_id)
-    return override, await appointments_outside_hours(session=session, calendar=calendar, now=now)
+        await session.flush()
+        calendar = await _schedule(session, doctor_id)
+        return override, await _outside_hours(session, who, calendar, now)
 
 
 async def delete_override(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
+from clinic.accounts.deps import CurrentActor
 from clinic.core.validation import Id
 from clinic.visits import service, signalling
 from clinic.visits.schemas import (
@@ -13,7 +14,7 @@ from clinic.visits.schemas import (
     VisitEventPublic,
     WaitingPublic,
 )
-from clinic.web.deps import CurrentActor, Session, SettingsDep
+from clinic.web.deps import Session, SettingsDep
 from clinic.web.errors import ERROR_RESPONSES
 
 router = APIRouter(tags=["visits"], responses=ERROR_RESPONSES)

@@ -2,31 +2,35 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from clinic.accounts.pages import flash, login_redirect, page, redirect, text
+from clinic.accounts.deps import PageActor, page_actor_back_to
+from clinic.accounts.guards import Actor
 from clinic.appointments import service as appointments
 from clinic.core.db import utcnow
 from clinic.core.errors import ClinicError, NotFound
 from clinic.core.validation import Id
 from clinic.visits import service
-from clinic.web.deps import CsrfChecked, CurrentActor, Session, SettingsDep
+from clinic.web.deps import CsrfChecked, Session, SettingsDep
+from clinic.web.pages import flash, page, redirect, text
 
 router = APIRouter(include_in_schema=False)
+
+BackToAppointment = Annotated[Actor, page_actor_back_to("/appointments/{appointment_id}")]
 
 
 @router.get("/visits/{appointment_id}")
 async def visit_page(
     appointment_id: Id,
     request: Request,
-    actor: CurrentActor,
+    actor: PageActor,
     session: Session,
     settings: SettingsDep,
 ) -> Response:
     """The video visit: inside the join window the call, outside it when it opens and closes."""
-    if actor is None:
-        return login_redirect(request)
     now = utcnow()
     summary = await service.visit_summary(
         session=session, actor=actor, appointment_id=appointment_id, settings=settings, now=now
@@ -52,10 +56,8 @@ async def visit_page(
 
 @router.post("/visits/{appointment_id}/note", dependencies=[CsrfChecked])
 async def write_note(
-    appointment_id: Id, request: Request, actor: CurrentActor, session: Session
+    appointment_id: Id, request: Request, actor: BackToAppointment, session: Session
 ) -> Response:
-    if actor is None:
-        return login_redirect(request, f"/appointments/{appointment_id}")
     form = await request.form()
     try:
         await service.write_note(

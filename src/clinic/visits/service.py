@@ -20,7 +20,7 @@ from sqlalchemy.orm import aliased
 from clinic.accounts.guards import Actor, VisitRole, participant_role, require_visit_doctor
 from clinic.accounts.models import User
 from clinic.appointments.models import Appointment, AppointmentEvent, Status
-from clinic.audit import service as audit
+from clinic.core import audit
 from clinic.core.config import Settings
 from clinic.core.db import utcnow
 from clinic.core.errors import ClinicError, InvalidInput, InvalidState, NotAuthenticated, NotFound
@@ -203,6 +203,40 @@ async def open_connection(
     Raises ``NotAuthenticated``, ``Forbidden``, ``NotFound``, ``OutsideJoinWindow`` or
     ``VisitOver``; nothing is recorded then."""
     now = now or utcnow()
+    user = _holder_of_join_token(actor, appointment_id, token, settings, now)
+    async with session.begin():
+        appointment = await _load_appointment(session, appointment_id)
+        role = _check_joinable(user, appointment, settings, now)
+        visit = await _open_visit(session, appointment_id)
+        replaced = await _take_presence(
+            session,
+            visit,
+            role,
+            user_id=user.user_id,
+            connection_id=connection_id,
+            instance_id=instance_id,
+            now=now,
+            expires_at=now + presence_ttl,
+        )
+        await _event(
+            session,
+            visit.id,
+            "joined",
+            user.user_id,
+            role=role.value,
+            instance=instance_id,
+            resumed=replaced is not None,
+        )
+        state = await _state(session, visit)
+    return Joined(
+        visit_id=visit.id, role=role, user_id=user.user_id, replaced=replaced, state=state
+    )
+
+
+def _holder_of_join_token(
+    actor: Actor | None, appointment_id: int, token: str, settings: Settings, now: datetime
+) -> Actor:
+    """The actor, if the join token was issued to them for this appointment and is valid."""
     if actor is None:
         raise NotAuthenticated("Log in to join the visit.")
     try:
@@ -213,61 +247,54 @@ async def open_connection(
         raise NotAuthenticated(f"The join link is {exc.reason}; open the visit again.") from exc
     if claim.user_id != actor.user_id or claim.appointment_id != appointment_id:
         raise NotAuthenticated("This join link is not yours; open the visit again.")
-    async with session.begin():
-        appointment = await _load_appointment(session, appointment_id)
-        role = _check_joinable(actor, appointment, settings, now)
-        await session.execute(
-            insert(Visit)
-            .values(appointment_id=appointment_id)
-            .on_conflict_do_nothing(index_elements=[Visit.appointment_id])
-        )
-        visit = await session.scalar(
-            select(Visit).where(Visit.appointment_id == appointment_id).with_for_update()
-        )
-        assert visit is not None
-        if visit.ended_at is not None:
-            raise VisitOver("This visit has ended.")
-        previous = await session.get(VisitPresence, (visit.id, role.value), with_for_update=True)
-        replaced = previous.connection_id if previous is not None else None
-        await session.execute(
-            insert(VisitPresence)
-            .values(
-                visit_id=visit.id,
-                role=role.value,
-                user_id=actor.user_id,
-                connection_id=connection_id,
-                instance_id=instance_id,
-                joined_at=now,
-                expires_at=now + presence_ttl,
-            )
-            .on_conflict_do_update(
-                index_elements=[VisitPresence.visit_id, VisitPresence.role],
-                set_={
-                    "user_id": actor.user_id,
-                    "connection_id": connection_id,
-                    "instance_id": instance_id,
-                    "joined_at": now,
-                    "expires_at": now + presence_ttl,
-                },
-            )
-        )
-        await _event(
-            session,
-            visit.id,
-            "joined",
-            actor.user_id,
-            role=role.value,
-            instance=instance_id,
-            resumed=replaced is not None,
-        )
-        state = await _state(session, visit)
-    return Joined(
-        visit_id=visit.id,
-        role=role,
-        user_id=actor.user_id,
-        replaced=replaced,
-        state=state,
+    return actor
+
+
+async def _open_visit(session: AsyncSession, appointment_id: int) -> Visit:
+    """The appointment's visit (created on first join), locked; refuses one that has ended."""
+    await session.execute(
+        insert(Visit)
+        .values(appointment_id=appointment_id)
+        .on_conflict_do_nothing(index_elements=[Visit.appointment_id])
     )
+    visit = await session.scalar(
+        select(Visit).where(Visit.appointment_id == appointment_id).with_for_update()
+    )
+    assert visit is not None
+    if visit.ended_at is not None:
+        raise VisitOver("This visit has ended.")
+    return visit
+
+
+async def _take_presence(
+    session: AsyncSession,
+    visit: Visit,
+    role: VisitRole,
+    *,
+    user_id: int,
+    connection_id: str,
+    instance_id: str,
+    now: datetime,
+    expires_at: datetime,
+) -> str | None:
+    """Make this connection the role's presence in the visit; returns the connection it
+    replaces (the same user on another socket), if any."""
+    previous = await session.get(VisitPresence, (visit.id, role.value), with_for_update=True)
+    holder = {
+        "user_id": user_id,
+        "connection_id": connection_id,
+        "instance_id": instance_id,
+        "joined_at": now,
+        "expires_at": expires_at,
+    }
+    await session.execute(
+        insert(VisitPresence)
+        .values(visit_id=visit.id, role=role.value, **holder)
+        .on_conflict_do_update(
+            index_elements=[VisitPresence.visit_id, VisitPresence.role], set_=holder
+        )
+    )
+    return previous.connection_id if previous is not None else None
 
 
 async def _state(session: AsyncSession, visit: Visit) -> VisitState:

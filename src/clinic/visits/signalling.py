@@ -18,8 +18,8 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.websockets import WebSocketState
 
-from clinic.accounts import service as accounts
-from clinic.accounts.guards import Actor, VisitRole
+from clinic.accounts.deps import connection_actor
+from clinic.accounts.guards import VisitRole
 from clinic.core.errors import (
     ClinicError,
     Forbidden,
@@ -37,7 +37,7 @@ from clinic.visits.protocol import (
     parse_client,
 )
 from clinic.visits.runtime import hub_of
-from clinic.web.deps import SESSION_USER, AppState
+from clinic.web.deps import AppState
 
 log = logging.getLogger(__name__)
 
@@ -59,23 +59,12 @@ def close_code_for(exc: ClinicError) -> CloseCode:
     return CloseCode.FORBIDDEN
 
 
-async def _actor(websocket: WebSocket, state: AppState) -> Actor | None:
-    header = websocket.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    async with state.sessions() as session:
-        if scheme.lower() == "bearer" and value.strip():
-            return await accounts.actor_for_token(session=session, token=value.strip())
-        uid = websocket.session.get(SESSION_USER) if "session" in websocket.scope else None
-        if isinstance(uid, int):
-            return await accounts.load_actor(session=session, user_id=uid)
-    return None
-
-
 @router.websocket("/visits/{appointment_id}/ws")
 async def visit_socket(websocket: WebSocket, appointment_id: int, token: str = "") -> None:
     state: AppState = websocket.app.state.clinic
     hub = hub_of(state)
-    actor = await _actor(websocket, state)
+    async with state.sessions() as session:
+        actor = await connection_actor(websocket, session)
     await websocket.accept()
     connection_id = new_id()
     try:

@@ -1,7 +1,5 @@
-"""Request dependencies: the database session, the acting user, CSRF checks.
-
-Authentication (who is this?) happens here; authorization (may they?) is in
-``clinic.accounts.guards``, asked by the services.
+"""Request dependencies every feature shares: the app state, the database session, the
+settings, CSRF checks and the session cookie's login. Who the user is: ``clinic.accounts.deps``.
 """
 
 from __future__ import annotations
@@ -12,9 +10,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from starlette.requests import HTTPConnection
 
-from clinic.accounts import service as accounts
-from clinic.accounts.guards import Actor
 from clinic.core.config import Settings
 from clinic.core.errors import CsrfFailed
 from clinic.core.security import new_token, same
@@ -33,8 +30,9 @@ class AppState:
     sessions: async_sessionmaker[AsyncSession]
 
 
-def app_state(request: Request) -> AppState:
-    state: AppState = request.app.state.clinic
+def app_state(connection: HTTPConnection) -> AppState:
+    """The app's state (``clinic.app.ClinicState``: this ground part and each feature's)."""
+    state: AppState = connection.app.state.clinic
     return state
 
 
@@ -66,45 +64,13 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def bearer_token(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
+def bearer_token(connection: HTTPConnection) -> str | None:
+    """The bearer token of the ``Authorization`` header, if any (requests and websockets)."""
+    header = connection.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
     return None
-
-
-async def current_actor(request: Request, session: Session) -> Actor | None:
-    """The user this request acts for: a bearer token, else the signed session cookie.
-
-    A cookie-authenticated API call that changes something must carry the session's CSRF
-    token in ``X-CSRF-Token`` (a bearer token cannot be sent by another site, a cookie can).
-    """
-    cached: Actor | None = getattr(request.state, "actor", None)
-    if cached is not None:
-        return cached
-    token = bearer_token(request)
-    actor: Actor | None = None
-    if token is not None:
-        actor = await accounts.actor_for_token(session=session, token=token)
-    else:
-        uid = request.session.get(SESSION_USER)
-        if isinstance(uid, int):
-            actor = await accounts.load_actor(session=session, user_id=uid)
-            if actor is None:
-                request.session.clear()
-            elif request.method not in SAFE_METHODS and request.url.path.startswith("/api/"):
-                sent = request.headers.get(CSRF_HEADER, "")
-                expected = request.session.get(SESSION_CSRF)
-                if not (isinstance(expected, str) and sent and same(sent, expected)):
-                    raise CsrfFailed(
-                        "Send the session's CSRF token in X-CSRF-Token, or use a bearer token."
-                    )
-    request.state.actor = actor
-    return actor
-
-
-CurrentActor = Annotated[Actor | None, Depends(current_actor)]
 
 
 async def check_csrf_form(request: Request) -> None:

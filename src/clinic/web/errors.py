@@ -20,6 +20,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clinic.core.errors import ClinicError, TooManyAttempts
+from clinic.web.pages import LoginRequired, login_redirect
+from clinic.web.render import render, viewer_zone_or_utc
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +93,6 @@ def _respond(
 ) -> Response:
     if wants_json(request):
         return JSONResponse(error_body(code, message, **extra), status_code=status, headers=headers)
-    from clinic.web.render import render, viewer_zone_or_utc
-
     response = render(
         request,
         "error.html",
@@ -192,9 +192,15 @@ class UnexpectedErrors:
             await response(scope, receive, send)
 
 
+async def login_required(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, LoginRequired)
+    return login_redirect(request, exc.back)
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers; call before adding the session middleware, so the unexpected
     error page still sees the session (the catch-all sits inside it)."""
+    app.add_exception_handler(LoginRequired, login_required)
     app.add_exception_handler(ClinicError, clinic_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)

@@ -1,7 +1,10 @@
-"""Enqueueing jobs inside the caller's own transaction (a transactional outbox).
+"""Deferring a job inside the caller's own transaction (a transactional outbox).
+
+Any feature defers a job by name with :func:`defer`; ``clinic.notify`` registers the tasks
+that run them (``notify/worker.py``). The names below are that contract.
 
 procrastinate's ``defer_async`` uses its own connection, so a job deferred that way could
-survive a rolled-back booking (or vanish with a committed one). :func:`enqueue` instead calls
+survive a rolled-back booking (or vanish with a committed one). :func:`defer` instead calls
 procrastinate's SQL function ``procrastinate_defer_jobs_v1`` on the SQLAlchemy session's own
 connection: the job row commits or rolls back with the change that caused it, and the insert
 trigger's NOTIFY wakes the workers only at commit.
@@ -19,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 DEFAULT_QUEUE = "default"
 
 SEND_EMAIL = "clinic.notify.send_email"
+"""Send one composed email (args: ``clinic.appointments.notices``)."""
 TICK = "clinic.notify.tick"
 PURGE = "clinic.notify.purge"
 
@@ -30,7 +34,7 @@ _DEFER = text(
 )
 
 
-async def enqueue(
+async def defer(
     session: AsyncSession,
     task: str,
     args: dict[str, Any],
@@ -44,7 +48,7 @@ async def enqueue(
     """Add a job for ``task`` (a procrastinate task name) in the session's open transaction;
     returns the job id. The job runs only if that transaction commits."""
     if not session.in_transaction():
-        raise RuntimeError("enqueue must run inside the transaction of the change it follows")
+        raise RuntimeError("defer must run inside the transaction of the change it follows")
     job_id = await session.scalar(
         _DEFER,
         {

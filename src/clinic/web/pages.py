@@ -1,0 +1,93 @@
+"""The page toolkit every feature's HTML routes share: render with the flash message,
+POST-redirect-GET, the login redirect, reading form fields and turning errors into
+``{field: message}`` for the form."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from fastapi import Request
+from fastapi.responses import RedirectResponse, Response
+from pydantic import ValidationError
+from starlette.datastructures import FormData
+
+from clinic.core.errors import ClinicError
+from clinic.web.render import render
+
+FLASH = "flash"
+
+
+def page(request: Request, template: str, status_code: int = 200, **context: Any) -> Response:
+    """Render ``template``; shows (and clears) the flash message left by the last POST."""
+    flashed = request.session.pop(FLASH, None)
+    context.setdefault("message", flashed if isinstance(flashed, str) else None)
+    return render(request, template, status_code=status_code, **context)
+
+
+def flash(request: Request, message: str) -> None:
+    request.session[FLASH] = message
+
+
+def redirect(url: str) -> RedirectResponse:
+    """POST-redirect-GET: 303 so the browser follows with a GET."""
+    return RedirectResponse(url, status_code=303)
+
+
+def safe_next(value: str | None) -> str | None:
+    """``value`` if it is a path on this site, else None (no open redirects)."""
+    if not value or not value.startswith("/") or value.startswith(("//", "/\\")):
+        return None
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc or any(c in value for c in "\r\n\\"):
+        return None
+    return value
+
+
+def this_page(request: Request) -> str:
+    """The path and query of the current request."""
+    return request.url.path + (f"?{request.url.query}" if request.url.query else "")
+
+
+def login_redirect(request: Request, path: str | None = None) -> RedirectResponse:
+    """Send an anonymous visitor to log in, coming back to ``path`` (default: this page)."""
+    return redirect("/login?" + urlencode({"next": path or this_page(request)}))
+
+
+class LoginRequired(Exception):
+    """Raised by a page dependency for an anonymous visitor; answered with the login
+    redirect, coming back to ``back`` (default: the page asked for)."""
+
+    def __init__(self, back: str | None = None) -> None:
+        super().__init__("login required")
+        self.back = back
+
+
+def text(form: FormData, name: str) -> str:
+    """A form field as text ('' when missing or a file)."""
+    value = form.get(name)
+    return value.strip() if isinstance(value, str) else ""
+
+
+def raw(form: FormData, name: str) -> str:
+    """A form field exactly as sent (passwords are not stripped)."""
+    value = form.get(name)
+    return value if isinstance(value, str) else ""
+
+
+def validation_errors(
+    exc: ValidationError, rename: dict[str, str] | None = None, default: str = "form"
+) -> dict[str, str]:
+    """Pydantic errors as ``{field: message}`` (the first message per field)."""
+    out: dict[str, str] = {}
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err.get("loc", ()))
+        key = (rename or {}).get(loc, loc) or default
+        message = str(err.get("msg", "Invalid value."))
+        message = message.removeprefix("Value error, ")
+        out.setdefault(key, message[:1].upper() + message[1:])
+    return out
+
+
+def clinic_errors(exc: ClinicError, default: str = "form") -> dict[str, str]:
+    return {exc.field or default: exc.message}
