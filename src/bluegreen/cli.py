@@ -30,7 +30,9 @@ from rich.table import Table
 from bluegreen.config import Config, load_config
 from bluegreen.controller import DeployRequest
 from bluegreen.daemon import LOG_FILE, ensure_token, read_info, read_token, run_daemon
+from bluegreen.environment import base_env
 from bluegreen.errors import BluegreenError
+from bluegreen.hooks import squawk_executable
 
 app = typer.Typer(
     help="Blue/green deployments for an HTTP app described by bluegreen.toml.",
@@ -114,8 +116,7 @@ class Api:
         except ValueError:
             data = {"message": resp.text}
         if resp.status_code >= 400:
-            message = data.get("message", resp.text) if isinstance(data, dict) else resp.text
-            _fail(str(message), 2 if resp.status_code in (400, 401) else 1)
+            _fail(_error_message(data, resp.text), 2 if resp.status_code in (400, 401) else 1)
         return data
 
     def answers(self) -> bool:
@@ -124,6 +125,13 @@ class Api:
             return self.client.get("/api/status", timeout=2.0).status_code == 200
         except httpx.TransportError:
             return False
+
+
+def _error_message(data: object, text: str) -> str:
+    """The message of the admin API's one error shape, ``{"error": {"code", "message"}}``."""
+    if isinstance(data, dict) and isinstance(data.get("error"), dict):
+        return str(data["error"].get("message", text))
+    return text
 
 
 def _run_loop(main: Coroutine[Any, Any, int]) -> int:
@@ -412,9 +420,7 @@ def lint_migrations(
     mig = cfg.migrations
     if mig is None:
         _fail("bluegreen.toml has no [migrations] section", 2)
-    env = {**os.environ, **cfg.app.env}
-    if cfg.state.dir_env:
-        env[cfg.state.dir_env] = str(cfg.state.dir)
+    env = {**os.environ, **base_env(cfg)}
     python = sys.executable
     values = {"python": python, "release": "working-tree", "release_dir": cfg.root, "colour": "-"}
     if not every and cfg.database is not None:
@@ -438,10 +444,9 @@ def lint_migrations(
     except BluegreenError as exc:
         _fail(exc.message)
     squawk_cfg = cfg.root / mig.squawk_config
-    beside = Path(sys.executable).parent / "squawk"
     findings = lint(
         plan,
-        squawk_executable=str(beside) if beside.exists() else "squawk",
+        squawk_executable=squawk_executable(),
         squawk_config=squawk_cfg if squawk_cfg.is_file() else None,
     )
     refusals = []

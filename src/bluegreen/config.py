@@ -116,6 +116,11 @@ SCRATCH_DROP_PLACEHOLDERS: frozenset[str] = COMMON_PLACEHOLDERS | {"url"}
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+def http_url(host: str, port: int, scheme: str = "http") -> str:
+    """``scheme://host:port``, an IPv6 host in brackets: the one place URLs are formatted."""
+    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
+
+
 @dataclass(frozen=True, slots=True)
 class Address:
     """A listen address; ``port == 0`` means "any free port"."""
@@ -124,13 +129,12 @@ class Address:
     port: int
 
     def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        return http_url(self.host, self.port).removeprefix("http://")
 
     @property
     def url(self) -> str:
         """``http://host:port`` (only meaningful once the port is known)."""
-        return f"http://{self}"
+        return http_url(self.host, self.port)
 
 
 @dataclass(frozen=True, slots=True)

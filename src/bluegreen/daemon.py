@@ -31,14 +31,19 @@ from pathlib import Path
 from aiohttp import web
 
 from bluegreen.admin import AdminContext, make_app
-from bluegreen.config import Config, DatabaseConfig
+from bluegreen.config import COLOURS, Colour, Config, DatabaseConfig, http_url
 from bluegreen.controller import Controller, DeployRequest
-from bluegreen.errors import BluegreenError
-from bluegreen.hooks import run_hook
+from bluegreen.dataplane.stats import ColourStats
+from bluegreen.dataplane.table import RoutingTable
+from bluegreen.environment import Environment, base_env
+from bluegreen.errors import DatabaseError
+from bluegreen.hooks import render, run_hook
 from bluegreen.release import Release
 from bluegreen.router.proxy import Router
 from bluegreen.state import StateStore
+from bluegreen.steps import ControlPlane
 from bluegreen.supervisor import Supervisor
+from bluegreen.traffic import StatsHistory
 
 logger = logging.getLogger(__name__)
 
@@ -46,12 +51,6 @@ TOKEN_FILE = "admin-token"  # noqa: S105 - a file name
 INFO_FILE = "daemon.json"
 PID_FILE = "daemon.pid"
 LOG_FILE = "daemon.log"
-
-
-class DatabaseError(BluegreenError):
-    """The shared database could not be obtained."""
-
-    code = "database_failed"
 
 
 def token_path(config: Config) -> Path:
@@ -94,8 +93,33 @@ def read_info(config: Config) -> dict[str, object] | None:
     return data if isinstance(data, dict) else None
 
 
-def _url(host: str, port: int) -> str:
-    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+class _RouterDataPlane:
+    """The embedded aiohttp router behind the data-plane interface (until Envoy replaces it)."""
+
+    def __init__(self, router: Router, config: Config) -> None:
+        self.router = router
+        self.config = config
+
+    @property
+    def table(self) -> RoutingTable:
+        return self.router.table
+
+    async def apply(self, table: RoutingTable) -> None:
+        self.router.swap(table)
+
+    async def stats(self) -> dict[Colour, ColourStats]:
+        return {c: self.router.metrics.snapshot(c) for c in COLOURS}
+
+    async def drain(self, colour: Colour, timeout: float) -> int:  # noqa: ASYNC109
+        await self.router.drain(colour, timeout)
+        return 0
+
+    def urls(self) -> dict[str, str]:
+        listen = self.config.listen
+        urls = {"public": http_url(listen.public.host, self.router.public_port)}
+        if self.router.preview_port is not None:
+            urls["preview"] = http_url(listen.preview.host, self.router.preview_port)
+        return urls
 
 
 class Database:
@@ -112,7 +136,7 @@ class Database:
     def _argv(self, which: str, release: Release) -> list[str]:
         template = self.config.url_command if which == "url" else self.config.stop_command
         assert template is not None
-        return template.render(python=release.python, release=release.id, release_dir=release.dir)
+        return render(template, release, None)
 
     async def env_for(self, release: Release) -> dict[str, str]:
         """``{env: url}``, running ``url_command`` from ``release`` the first time."""
@@ -176,11 +200,8 @@ class Daemon:
         self.stopped = asyncio.Event()
         self._shutdown = asyncio.Event()
         self._started = False
-        base_env = dict(config.app.env)
-        if config.state.dir_env:
-            base_env[config.state.dir_env] = str(config.state.dir)
         self.database = (
-            Database(config.database, base_env, config.timeouts.hook)
+            Database(config.database, base_env(config), config.timeouts.hook)
             if config.database is not None
             else None
         )
@@ -188,21 +209,30 @@ class Daemon:
         self.router = Router(
             public=(config.listen.public.host, config.listen.public.port),
             preview=(config.listen.preview.host, config.listen.preview.port),
-            on_backend_error=lambda b: self.controller.backend_failed(b),
+            on_backend_error=lambda b: self._backend_failed(b.id),
         )
+        self.dataplane = _RouterDataPlane(self.router, config)
         self.supervisor = Supervisor(
-            on_change=lambda: self.controller.rebuild(),
+            on_change=lambda: self.plane.refresh_soon(),
             log_dir=config.state.logs_dir,
             poll_interval=poll_interval,
         )
-        self.controller = Controller(
-            config=config,
-            router=self.router,
-            supervisor=self.supervisor,
-            state=self.state,
-            python=python,
-            env_provider=self.database.env_for if self.database is not None else None,
+        self.rehearsal_runner = Supervisor(
+            on_change=lambda: None, log_dir=config.state.logs_dir, poll_interval=poll_interval
         )
+        self.plane = ControlPlane(
+            config=config,
+            state=self.state,
+            supervisor=self.supervisor,
+            dataplane=self.dataplane,
+            rehearsal_runner=self.rehearsal_runner,
+            environment=Environment(
+                config, self.database.env_for if self.database is not None else None
+            ),
+            traffic=StatsHistory(),
+            python=python,
+        )
+        self.controller = Controller(self.plane)
         self._admin: web.AppRunner | None = None
         self.urls: dict[str, str] = {}
         self.initial_deploy: int | None = None
@@ -222,6 +252,9 @@ class Daemon:
         """The preview listener's URL (after :meth:`start`)."""
         return self.urls["preview"]
 
+    def _backend_failed(self, instance_id: str) -> None:
+        self.supervisor.mark_failed(instance_id)
+
     def request_shutdown(self) -> None:
         """Ask :meth:`wait` to return (the caller then calls :meth:`stop`)."""
         self._shutdown.set()
@@ -236,17 +269,11 @@ class Daemon:
         cfg = self.config
         try:
             await self.router.start()
-            self.urls["public"] = _url(cfg.listen.public.host, self.router.public_port)
-            preview_port = self.router.preview_port
-            assert preview_port is not None
-            self.urls["preview"] = _url(cfg.listen.preview.host, preview_port)
+            self.urls.update(self.dataplane.urls())
             ctx = AdminContext(
                 config=cfg,
                 token=self.token,
                 controller=self.controller,
-                router=self.router,
-                supervisor=self.supervisor,
-                state=self.state,
                 urls=self.urls,
                 shutdown=self.request_shutdown,
             )
@@ -255,7 +282,7 @@ class Daemon:
             site = web.TCPSite(self._admin, cfg.listen.admin.host, cfg.listen.admin.port)
             await site.start()
             admin_port = int(self._admin.addresses[0][1])
-            self.urls["admin"] = _url(cfg.listen.admin.host, admin_port)
+            self.urls["admin"] = http_url(cfg.listen.admin.host, admin_port)
             self._write_files()
             await self.controller.start()
             if self.state.current().live_colour is None and self.initial is not None:
@@ -296,6 +323,7 @@ class Daemon:
                 await self._admin.cleanup()
                 self._admin = None
             await self.supervisor.stop_all()
+            await self.rehearsal_runner.stop_all()
             await self.router.stop()
             if self.database is not None:
                 cur = self.state.current()

@@ -40,7 +40,8 @@ from typing import IO, Literal
 
 import httpx
 
-from bluegreen.config import Colour
+from bluegreen.config import Colour, http_url
+from bluegreen.environment import instance_env
 from bluegreen.errors import ReadyTimeout
 from bluegreen.hooks import child_env, kill_group
 from bluegreen.release import Release
@@ -100,6 +101,7 @@ class Instance:
         self._proc: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._recycling = False
         self._stop_event = asyncio.Event()
         self._failures = 0
         self._healthy_since: float | None = None
@@ -113,8 +115,7 @@ class Instance:
     @property
     def url(self) -> str:
         """``http://host:port`` of the instance."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return http_url(self.host, self.port)
 
     def logs(self, lines: int | None = None) -> list[str]:
         """The last ``lines`` output lines (all kept ones by default)."""
@@ -205,15 +206,7 @@ class Supervisor:
         argv = list(command_for(port))  # fail here, to the caller, on a broken template
         if not argv:
             raise ValueError(f"instance {id!r}: empty command")
-        full_env = {
-            **release.env(),
-            **env,
-            "BLUEGREEN_RELEASE": release.id,
-            "BLUEGREEN_COLOUR": colour,
-            "BLUEGREEN_COLOR": colour,
-            "BLUEGREEN_INSTANCE": id,
-            "BLUEGREEN_PORT": str(port),
-        }
+        full_env = instance_env(release, colour, env, instance_id=id, port=port)
         inst = Instance(
             id=id,
             colour=colour,
@@ -255,6 +248,19 @@ class Supervisor:
             inst._logfile = None
         self._instances.pop(inst.id, None)
         self._notify()
+
+    async def recycle(self, inst: Instance, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Stop the instance's process gracefully (SIGTERM to its group, SIGKILL after
+        ``timeout``) and start it again at once on the same port: the app closes its open
+        connections (websockets with a going-away code) and comes back with none. Not
+        counted as a crash. Returns once the old process is gone."""
+        proc = inst._proc
+        if inst._stopping or proc is None or proc.returncode is not None:
+            return
+        inst._recycling = True
+        self._set_health(inst, False, why="told to go away (recycled)")
+        inst._log(f"[supervisor] recycling pid {proc.pid}")
+        await kill_group(proc, grace=timeout)
 
     async def stop_all(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         """Stop every instance (concurrently) and close the health-check client."""
@@ -394,6 +400,10 @@ class Supervisor:
                 rc = await self._watch(inst, proc, argv)
             if inst._stopping:
                 break
+            if inst._recycling:
+                inst._recycling = False
+                inst.restarts += 1
+                continue
             # The process ended (or never started) while it should run: a crash.
             inst.exits += 1
             inst.last_exit_code = rc

@@ -362,10 +362,15 @@ async def test_second_concurrent_deploy_is_refused_naming_the_first(
         first_id = first.json()["deploy_id"]
         second = await api.post("/api/deploys", json={"path": str(two)})
         assert second.status_code == 409
-        assert second.json()["error"] == "deploy_in_progress"
-        assert f"#{first_id}" in second.json()["message"]
+        assert second.json()["error"]["code"] == "deploy_in_progress"
+        assert f"#{first_id}" in second.json()["error"]["message"]
         unauth = await api.get("/api/status", headers={"Authorization": "Bearer wrong"})
         assert unauth.status_code == 401
+        assert unauth.json()["error"]["code"] == "unauthorised"
+        bad = await api.post("/api/deploys", json={"path": "relative/dir"})
+        assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_request"
+        missing = await api.get("/api/deploys/999")
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
     pids.note()
     assert (await finished(daemon, first_id)).status == "succeeded"
 
@@ -432,7 +437,7 @@ async def test_manual_deploy_waits_for_promote_and_cli_works(
     assert await asyncio.to_thread(cli.main, [*cfg, "maintenance", "sideways"]) == 2
     async with admin(daemon) as api:
         metrics = await api.get("/metrics")
-        assert "bluegreen_router_requests_total" in metrics.text
+        assert 'bluegreen_requests_total{colour="green",class="2xx"}' in metrics.text
         page = await api.get("/")
         assert "<svg" in page.text and "Promote" in page.text
     pids.note()
