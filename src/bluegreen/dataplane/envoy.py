@@ -394,6 +394,19 @@ class Envoy:
             return None
         return table
 
+    async def drain(self, colour: Colour, timeout: float) -> int:  # noqa: ASYNC109
+        """Wait up to ``timeout`` seconds until no request (websockets included) is in
+        flight to ``colour``; returns how many still are (0 = drained)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        name = f"cluster.{colour}.upstream_rq_active"
+        async with EnvoyAdmin(self.admin_address) as admin:
+            while True:
+                active = await admin.stat_value(name)
+                if active <= 0 or loop.time() >= deadline:
+                    return max(0, active)
+                await asyncio.sleep(min(0.05, max(0.0, deadline - loop.time())))
+
     # -- stats ------------------------------------------------------------------------
 
     async def stats(self) -> dict[Colour, ColourStats]:

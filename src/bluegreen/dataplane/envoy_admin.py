@@ -4,6 +4,7 @@ versions has it applied, how healthy are its hosts, what are its stats."""
 from __future__ import annotations
 
 import json
+import re
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
@@ -147,6 +148,14 @@ class EnvoyAdmin:
                     healthy += 1
             result[str(cluster["name"])] = healthy
         return result
+
+    async def stat_value(self, name: str) -> int:
+        """Current value of the counter or gauge ``name`` (0 if Envoy has none yet)."""
+        data = await self.json(f"/stats?format=json&filter={quote('^' + re.escape(name) + '$')}")
+        for item in data.get("stats", []):
+            if item.get("name") == name and "value" in item:
+                return int(item["value"])
+        return 0
 
     async def prometheus(self, name_filter: str) -> str:
         """``/stats/prometheus`` restricted to stats whose name matches ``name_filter``."""

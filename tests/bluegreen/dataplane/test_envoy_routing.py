@@ -124,3 +124,18 @@ async def test_websocket_passes_both_ways_and_stays_on_its_instance_at_a_switch(
         assert (await ws.receive_str()) == "hello from g1"
         await ws.send_str("three")
         assert (await ws.receive_str()) == "g1:three"
+
+
+async def test_drain_counts_requests_still_in_flight_to_a_colour(
+    envoy: Envoy, upstream: StartUpstream, http: aiohttp.ClientSession
+) -> None:
+    b1, g1 = await upstream("b1", "blue"), await upstream("g1", "green")
+    t = table(b1, g1, live="blue")
+    await envoy.apply(t)
+    assert await envoy.drain("blue", 0.5) == 0
+    async with http.ws_connect(envoy.urls()["public"] + "/ws") as ws:
+        assert (await ws.receive_str()) == "hello from b1"
+        await envoy.apply(t.with_live("green"))
+        assert await envoy.drain("blue", 0.3) == 1  # the websocket is still open
+        await ws.close()
+    assert await envoy.drain("blue", 5.0) == 0
