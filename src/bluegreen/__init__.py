@@ -1,1 +1,1 @@
-"""Blue/green deployment system: router, controller and supervisor for the clinic app."""
+"""Blue/green deployment system for the clinic app: controller, supervisor and the Envoy data plane."""

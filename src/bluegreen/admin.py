@@ -24,6 +24,7 @@ POST     /api/pause | /api/resume    hold requests / serve again
 POST     /api/maintenance            ``{"on": true|false}``
 GET      /api/logs/{instance}?lines  the instance's last output lines
 POST     /api/shutdown               stop the daemon (and everything it started)
+POST     /api/dataplane/restart      Envoy hot restart (new bootstrap; sockets handed over)
 GET      /metrics                    per-colour traffic (from the data plane), Prometheus text
 GET      /                           dashboard (HTML)
 =======  ==========================  ====================================================
@@ -133,6 +134,7 @@ def make_app(ctx: AdminContext) -> web.Application:
     r.add_post("/api/maintenance", api_maintenance)
     r.add_get("/api/logs/{instance}", api_logs)
     r.add_post("/api/shutdown", api_shutdown)
+    r.add_post("/api/dataplane/restart", api_dataplane_restart)
     r.add_get("/metrics", metrics)
     r.add_get("/", dashboard)
     r.add_get("/login", login_form)
@@ -187,7 +189,11 @@ def status_json(ctx: AdminContext) -> dict[str, Any]:
     rates: dict[str, dict[str, float]] = {}
     for colour in COLOURS:
         rps, eps = ctx.plane.traffic.rates(colour, 60.0)
-        rates[colour] = {"requests_per_s": round(rps, 2), "errors_5xx_per_s": round(eps, 2)}
+        rates[colour] = {
+            "requests_per_s": round(rps, 2),
+            "errors_5xx_per_s": round(eps, 2),
+            "error_rate": round(eps / rps, 4) if rps else 0.0,
+        }
     return {
         "app": ctx.config.app.name,
         "live_colour": cur.live_colour,
@@ -332,6 +338,19 @@ async def api_logs(request: web.Request) -> web.Response:
     return web.json_response({"instance": inst.id, "lines": inst.logs(lines)})
 
 
+async def api_dataplane_restart(request: web.Request) -> web.Response:
+    ctx = request.app[_CTX]
+    started = time.monotonic()
+    pid = await ctx.controller.hot_restart_dataplane()
+    return web.json_response(
+        {
+            "pid": pid,
+            "message": f"envoy hot restarted (pid {pid}); listening sockets handed over",
+            "seconds": round(time.monotonic() - started, 3),
+        }
+    )
+
+
 async def api_shutdown(request: web.Request) -> web.Response:
     request.app[_CTX].shutdown()
     return web.json_response({"message": "shutting down"}, status=202)
@@ -433,7 +452,8 @@ async def dashboard(request: web.Request) -> web.Response:
         {c: ctx.plane.traffic.series(c, CHART_SECONDS) for c in COLOURS}, now, CHART_SECONDS
     )
     rates = " · ".join(
-        f'<span class="{c}">{c}: {r["requests_per_s"]} req/s, {r["errors_5xx_per_s"]} 5xx/s</span>'
+        f'<span class="{c}">{c}: {r["requests_per_s"]} req/s, error rate '
+        f"{r['error_rate']:.2%} ({r['errors_5xx_per_s']} 5xx/s)</span>"
         for c, r in st["rates_last_minute"].items()
     )
     history = []

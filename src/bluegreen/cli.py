@@ -135,8 +135,7 @@ def _error_message(data: object, text: str) -> str:
 
 
 def _run_loop(main: Coroutine[Any, Any, int]) -> int:
-    """Run the daemon on uvloop when installed (it comes with uvicorn[standard]): the router's
-    per-request cost is mostly event-loop and socket work."""
+    """Run the daemon on uvloop when installed (it comes with uvicorn[standard])."""
     try:
         import uvloop
     except ImportError:
@@ -221,15 +220,16 @@ def up(
         if time.monotonic() > deadline:
             _fail(f"the daemon did not answer within {DETACH_TIMEOUT:g}s; see {log_path}")
         time.sleep(0.1)
+    https = f"{info.get('https')} and " if info.get("https") else ""
     console.print(
         f"bluegreen daemon started (pid {proc.pid}, log {log_path}); "
-        f"public {info.get('public')}, dashboard {info.get('admin')}/"
+        f"{config.app.name} on {https}{info.get('public')}, dashboard {info.get('admin')}/"
     )
 
 
 @app.command()
 def down(ctx: typer.Context) -> None:
-    """Stop the daemon: instances, router and database; wait for it to exit."""
+    """Stop everything: the daemon, its instances, Envoy and the database; wait for it."""
     config = _config(ctx)
     info = read_info(config)
     pid = info.get("pid") if info else None
@@ -377,8 +377,9 @@ def _print_status(st: dict[str, Any]) -> None:
         f"mode {st['mode']}"
     )
     urls = st.get("urls", {})
+    https = f"https {urls['https']}  " if urls.get("https") else ""
     console.print(
-        f"public {urls.get('public')}  preview {urls.get('preview')}  "
+        f"{https}public {urls.get('public')}  preview {urls.get('preview')}  "
         f"dashboard {urls.get('admin')}/"
     )
     table = Table("instance", "colour", "release", "pid", "port", "state", "health", "restarts")
@@ -396,7 +397,10 @@ def _print_status(st: dict[str, Any]) -> None:
         )
     console.print(table)
     for c, r in st["rates_last_minute"].items():
-        console.print(f"{c}: {r['requests_per_s']} req/s, {r['errors_5xx_per_s']} 5xx/s (1 min)")
+        console.print(
+            f"{c}: {r['requests_per_s']} req/s, error rate {r.get('error_rate', 0.0):.2%} "
+            f"({r['errors_5xx_per_s']} 5xx/s, last minute)"
+        )
     running = st.get("running_deploy")
     if running:
         step = next((s["name"] for s in running["steps"] if s["status"] == "running"), "?")
@@ -546,6 +550,18 @@ def logs(
         out = api.call("GET", f"/api/logs/{iid}?lines={lines}")
         for line in out["lines"]:
             print(f"{iid} | {line}")
+
+
+dataplane_app = typer.Typer(help="The data plane (Envoy).", no_args_is_help=True)
+app.add_typer(dataplane_app, name="dataplane")
+
+
+@dataplane_app.command("restart")
+def dataplane_restart(ctx: typer.Context) -> None:
+    """Hot-restart Envoy (after a bootstrap change or an upgrade of the envoy wheel): the new
+    Envoy takes over the listening sockets, no connection is refused."""
+    answer = Api(_config(ctx), timeout=120).call("POST", "/api/dataplane/restart")
+    console.print(f"{answer['message']} ({answer['seconds']:.2f}s)")
 
 
 def _invoke(argv: list[str] | None) -> object:

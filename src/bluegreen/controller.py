@@ -146,6 +146,14 @@ class Controller:
         """``serving``, ``paused`` (hold requests) or ``maintenance`` (maintenance page)."""
         await self.plane.route(lambda t: t.with_mode(mode))
 
+    async def hot_restart_dataplane(self) -> int | None:
+        """Envoy's hot restart: a new epoch on a freshly written bootstrap takes over the
+        listening sockets, the old one drains. Routes are applied again; the new pid."""
+        async with self.plane.route_lock:
+            await self.plane.dataplane.hot_restart()
+        await self.plane.route()
+        return self.plane.dataplane.pid
+
     async def start_deploy(self, request: DeployRequest) -> int:
         """Begin a deploy in the background; return its id.
 

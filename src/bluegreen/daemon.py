@@ -1,12 +1,12 @@
-"""The long-running bluegreen process: router + admin API + supervisor + controller.
+"""The long-running bluegreen process: admin API + supervisor + controller, driving Envoy.
 
 Promises:
 
-* :meth:`Daemon.start` binds the router and the admin API, obtains the shared database
+* :meth:`Daemon.start` starts (or adopts) Envoy, binds the admin API, obtains the shared database
   URL (``[database] url_command``) before any instance starts, recovers from an
   interrupted run and serves what the state store says is live;
 * :meth:`Daemon.stop` stops everything it started, in order: the running deploy
-  (aborted), the admin API, every instance, the router, then the database
+  (aborted), the admin API, every instance, Envoy, then the database
   (``stop_command``); it is safe to call twice;
 * :func:`run_daemon` runs it in the foreground until SIGINT/SIGTERM or
   ``POST /api/shutdown``;
@@ -31,15 +31,13 @@ from pathlib import Path
 from aiohttp import web
 
 from bluegreen.admin import AdminContext, make_app
-from bluegreen.config import COLOURS, Colour, Config, DatabaseConfig, http_url
+from bluegreen.config import Config, DatabaseConfig, http_url
 from bluegreen.controller import Controller, DeployRequest
-from bluegreen.dataplane.stats import ColourStats
-from bluegreen.dataplane.table import RoutingTable
+from bluegreen.dataplane.envoy import Envoy
 from bluegreen.environment import Environment, base_env
 from bluegreen.errors import DatabaseError
 from bluegreen.hooks import render, run_hook
 from bluegreen.release import Release
-from bluegreen.router.proxy import Router
 from bluegreen.state import StateStore
 from bluegreen.steps import ControlPlane
 from bluegreen.supervisor import Supervisor
@@ -91,35 +89,6 @@ def read_info(config: Config) -> dict[str, object] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
-
-
-class _RouterDataPlane:
-    """The embedded aiohttp router behind the data-plane interface (until Envoy replaces it)."""
-
-    def __init__(self, router: Router, config: Config) -> None:
-        self.router = router
-        self.config = config
-
-    @property
-    def table(self) -> RoutingTable:
-        return self.router.table
-
-    async def apply(self, table: RoutingTable) -> None:
-        self.router.swap(table)
-
-    async def stats(self) -> dict[Colour, ColourStats]:
-        return {c: self.router.metrics.snapshot(c) for c in COLOURS}
-
-    async def drain(self, colour: Colour, timeout: float) -> int:  # noqa: ASYNC109
-        await self.router.drain(colour, timeout)
-        return 0
-
-    def urls(self) -> dict[str, str]:
-        listen = self.config.listen
-        urls = {"public": http_url(listen.public.host, self.router.public_port)}
-        if self.router.preview_port is not None:
-            urls["preview"] = http_url(listen.preview.host, self.router.preview_port)
-        return urls
 
 
 class Database:
@@ -206,16 +175,11 @@ class Daemon:
             else None
         )
         self.state = StateStore(config.state.db_path)
-        self.router = Router(
-            public=(config.listen.public.host, config.listen.public.port),
-            preview=(config.listen.preview.host, config.listen.preview.port),
-            on_backend_error=lambda b: self._backend_failed(b.id),
-        )
-        self.dataplane = _RouterDataPlane(self.router, config)
+        self.envoy = Envoy(config.dataplane, state_dir=config.state.dir, app_paths=config.app.paths)
+        # Envoy health-checks the instances itself: the supervisor's health is for
+        # readiness gates and status, not routing.
         self.supervisor = Supervisor(
-            on_change=lambda: self.plane.refresh_soon(),
-            log_dir=config.state.logs_dir,
-            poll_interval=poll_interval,
+            on_change=lambda: None, log_dir=config.state.logs_dir, poll_interval=poll_interval
         )
         self.rehearsal_runner = Supervisor(
             on_change=lambda: None, log_dir=config.state.logs_dir, poll_interval=poll_interval
@@ -224,7 +188,7 @@ class Daemon:
             config=config,
             state=self.state,
             supervisor=self.supervisor,
-            dataplane=self.dataplane,
+            dataplane=self.envoy,
             rehearsal_runner=self.rehearsal_runner,
             environment=Environment(
                 config, self.database.env_for if self.database is not None else None
@@ -236,6 +200,11 @@ class Daemon:
         self._admin: web.AppRunner | None = None
         self.urls: dict[str, str] = {}
         self.initial_deploy: int | None = None
+
+    @property
+    def https_url(self) -> str | None:
+        """The HTTPS listener's URL (after :meth:`start`), if TLS is on."""
+        return self.urls.get("https")
 
     @property
     def admin_url(self) -> str:
@@ -252,9 +221,6 @@ class Daemon:
         """The preview listener's URL (after :meth:`start`)."""
         return self.urls["preview"]
 
-    def _backend_failed(self, instance_id: str) -> None:
-        self.supervisor.mark_failed(instance_id)
-
     def request_shutdown(self) -> None:
         """Ask :meth:`wait` to return (the caller then calls :meth:`stop`)."""
         self._shutdown.set()
@@ -268,8 +234,9 @@ class Daemon:
         self._started = True
         cfg = self.config
         try:
-            await self.router.start()
-            self.urls.update(self.dataplane.urls())
+            adopted = await self.envoy.start()
+            logger.info("envoy %s (pid %s)", "adopted" if adopted else "started", self.envoy.pid)
+            self.urls.update(self.envoy.urls())
             ctx = AdminContext(
                 config=cfg,
                 token=self.token,
@@ -324,7 +291,7 @@ class Daemon:
                 self._admin = None
             await self.supervisor.stop_all()
             await self.rehearsal_runner.stop_all()
-            await self.router.stop()
+            await self.envoy.stop()
             if self.database is not None:
                 cur = self.state.current()
                 live = (
@@ -354,9 +321,10 @@ async def run_daemon(
     try:
         await daemon.start()
         if announce:
+            https = f" and {daemon.https_url}" if daemon.https_url else ""
             print(
-                f"bluegreen: {config.app.name} public {daemon.public_url}, preview "
-                f"{daemon.preview_url}, dashboard {daemon.admin_url}/",
+                f"bluegreen: {config.app.name} on {daemon.public_url}{https} (through Envoy), "
+                f"preview {daemon.preview_url}, dashboard {daemon.admin_url}/",
                 flush=True,
             )
             if daemon.initial_deploy is not None:

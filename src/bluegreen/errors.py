@@ -153,10 +153,3 @@ class DatabaseError(BluegreenError):
 
     code = "database_failed"
     status = 503
-
-
-class DataPlaneError(BluegreenError):
-    """The data plane (Envoy) did not start, or did not apply a change in time."""
-
-    code = "data_plane_failed"
-    status = 502

@@ -1,4 +1,4 @@
-"""The daemon over real sockets: router + admin API + supervisor + controller with tinyapp."""
+"""The daemon over real sockets: Envoy + admin API + supervisor + controller with tinyapp."""
 
 from __future__ import annotations
 
@@ -84,8 +84,14 @@ green = 2
 
 [listen]
 public = "127.0.0.1:0"
+https = "127.0.0.1:0"
 preview = "127.0.0.1:0"
 admin = "127.0.0.1:0"
+
+[proxy]
+health_interval = 0.2
+health_timeout = 0.5
+drain_time = 2
 
 [timeouts]
 {chr(10).join(f"{k} = {v}" for k, v in t.items())}
@@ -281,7 +287,7 @@ async def test_blue_green_under_load_zero_failures_then_warm_rollback(
     after = [r for r in load.results if r.started > switch.finished_at.timestamp()]
     assert after, "no requests after the switch"
     assert {r.colour for r in after} == {"green"}
-    # In-process clients: a request "started" before the switch may reach the router after it.
+    # A request "started" before the switch may reach Envoy after it.
     before = [r for r in load.results if r.finished < switch.started_at.timestamp()]
     assert before and {r.colour for r in before} == {"blue"}
     assert daemon.state.current().live_colour == "green"
@@ -324,7 +330,7 @@ async def test_never_ready_release_gets_no_traffic_and_fails_in_time(
     assert {r.colour for r in load.results} == {"blue"}
     assert not daemon.supervisor.instances("green")
     assert daemon.state.current().live_colour == "blue"
-    assert daemon.router.table.preview_colour() == "blue"
+    assert daemon.envoy.table.preview_colour() == "blue"
 
 
 async def test_release_failing_after_switch_is_rolled_back_by_analysis(

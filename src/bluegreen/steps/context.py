@@ -72,6 +72,11 @@ class DataPlane(Protocol):
 
     def urls(self) -> dict[str, str]: ...
 
+    async def hot_restart(self) -> None: ...
+
+    @property
+    def pid(self) -> int | None: ...
+
 
 class SupervisorLike(InstanceRunner[Instance], Protocol):
     """What the controller needs of :class:`bluegreen.supervisor.Supervisor`."""
@@ -143,9 +148,9 @@ class ControlPlane:
     python: str = sys.executable
     stop_timeout: float = 10.0
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
-    _route_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    route_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Held while the data plane changes (routes, a hot restart)."""
     _background: set[asyncio.Task[Any]] = field(default_factory=set)
-    _refresh: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ releases
 
@@ -278,16 +283,17 @@ class ControlPlane:
     # ------------------------------------------------------------------ routing
 
     def backends(self) -> tuple[Backend, ...]:
-        """The supervised instances as routing backends (health is the data plane's)."""
+        """The supervised instances as routing backends. Health is the data plane's own
+        (active checks, outlier detection): the supervisor does not push it into routing."""
         return tuple(
-            Backend(id=i.id, colour=i.colour, host=i.host, port=i.port, healthy=i.healthy)
+            Backend(id=i.id, colour=i.colour, host=i.host, port=i.port)
             for i in self.supervisor.instances()
         )
 
     async def route(self, change: Callable[[RoutingTable], RoutingTable] | None = None) -> None:
         """Apply ``change`` to the routing table, with the backends as supervised now; returns
         once the data plane confirms it applied the table. Changes are serialised."""
-        async with self._route_lock:
+        async with self.route_lock:
             table = self.dataplane.table
             if change is not None:
                 table = change(table)
@@ -319,11 +325,6 @@ class ControlPlane:
         self.traffic.add(sample)
         return sample
 
-    def refresh_soon(self) -> None:
-        """Re-apply the routing table soon (instances changed); coalesced."""
-        if self._refresh is None or self._refresh.done():
-            self._refresh = asyncio.create_task(self.route(), name="bluegreen-route-refresh")
-
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         """Run ``coro`` in the background; :meth:`close` cancels it."""
         task = asyncio.create_task(coro, name=name)
@@ -332,7 +333,7 @@ class ControlPlane:
 
     async def close(self) -> None:
         """Cancel background work."""
-        tasks = list(self._background) + ([self._refresh] if self._refresh else [])
+        tasks = list(self._background)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
