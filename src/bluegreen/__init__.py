@@ -1,1 +1,1 @@
-"""Blue/green deployment system for the clinic app: controller, supervisor and the Envoy data plane."""
+"""Blue/green deployments for the clinic: controller, supervisor, Envoy as data plane."""

@@ -29,7 +29,14 @@ from rich.table import Table
 
 from bluegreen.config import Config, load_config
 from bluegreen.controller import DeployRequest
-from bluegreen.daemon import LOG_FILE, ensure_token, read_info, read_token, run_daemon
+from bluegreen.daemon import (
+    LOG_FILE,
+    ensure_token,
+    read_info,
+    read_token,
+    run_daemon,
+    stop_leftovers,
+)
 from bluegreen.environment import base_env
 from bluegreen.errors import BluegreenError
 from bluegreen.hooks import squawk_executable
@@ -234,7 +241,10 @@ def down(ctx: typer.Context) -> None:
     info = read_info(config)
     pid = info.get("pid") if info else None
     if not isinstance(pid, int) or not _pid_alive(pid):
-        console.print("bluegreen daemon is not running")
+        notes = asyncio.run(stop_leftovers(config))
+        console.print("bluegreen daemon is not running; stopped what it left serving")
+        for note in notes:
+            console.print(f"  {note}")
         return
     Api(config).call("POST", "/api/shutdown")
     deadline = time.monotonic() + 60

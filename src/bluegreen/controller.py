@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import logging
 
+from bluegreen import recovery
 from bluegreen.dataplane.table import Mode
 from bluegreen.errors import (
     DeployInProgress,
@@ -81,39 +82,62 @@ class Controller:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> Deploy | None:
-        """Abort an interrupted deploy, then serve what the state store says is live.
+        """Take over what the last daemon left, then serve what the state store says is live.
 
-        Returns the aborted deploy, if there was one.
+        Adopts the live colour's instances that still serve, reaps every other process of
+        this state dir, cleans up an interrupted deploy (recorded ``interrupted``) and starts
+        only the live instances that are missing. Returns the interrupted deploy, if any.
         """
-        aborted = self.state.abort_interrupted("the daemon stopped while the deploy ran")
+        plane = self.plane
         cur = self.state.current()
-        # The other colour ran nothing we still supervise.
+        live_colour = cur.live_colour
+        release = plane.release_from_state(cur.live_release) if cur.live_release else None
+        if cur.live_release is not None and release is None:
+            logger.error("live release %s is gone from disk; nothing served", cur.live_release)
+        if release is not None:
+            await plane.environment.ensure(release)
+        adopted = await recovery.adopt_instances(plane, live_colour if release else None)
+        await recovery.reap_strays(plane, adopted)
+        interrupted = await self._recover(self.state.running_deploy())
         for colour in ("blue", "green"):
-            if colour != cur.live_colour and cur.colours.get(colour) is not None:
+            if colour != live_colour and cur.colours.get(colour) is not None:
                 self.state.set_colour_release(colour, None)
         if self._sampler is None:
             self._sampler = asyncio.create_task(self._sample_forever(), name="bluegreen-sampler")
-        live_colour = cur.live_colour
-        if live_colour is not None and cur.live_release is not None:
-            release = self.plane.release_from_state(cur.live_release)
-            if release is None:
-                logger.error("live release %s is gone from disk; nothing served", cur.live_release)
-                return aborted
-            await self.plane.environment.ensure(release)
-            instances = await self.plane.start_colour(live_colour, release)
-            await self.plane.route(lambda t: t.with_live(live_colour).with_preview(None))
-            try:
-                await self.plane.supervisor.wait_ready(instances, self.config.timeouts.ready)
-            except ReadyTimeout as exc:
-                # Keep them supervised: they are all we have; the supervisor keeps trying.
-                logger.error("live colour %s not ready after restart: %s", live_colour, exc)
-        return aborted
+        if live_colour is None or release is None:
+            return interrupted
+        missing = self.config.replicas.of(live_colour) - len(adopted)
+        started = await plane.add_instances(live_colour, release, max(0, missing))
+        await plane.route(lambda t: t.with_live(live_colour).with_preview(None))
+        logger.info(
+            "serving %s: %d instance(s) adopted, %d started",
+            live_colour,
+            len(adopted),
+            len(started),
+        )
+        try:
+            await plane.supervisor.wait_ready([*adopted, *started], self.config.timeouts.ready)
+        except ReadyTimeout as exc:
+            # Keep them supervised: they are all we have; the supervisor keeps trying.
+            logger.error("live colour %s not ready after restart: %s", live_colour, exc)
+        return interrupted
+
+    async def _recover(self, deploy: Deploy | None) -> Deploy | None:
+        """Record a deploy the daemon's death interrupted, after undoing what it left."""
+        if deploy is None:
+            return None
+        notes = await recovery.recover_interrupted(self.plane, deploy)
+        step = deploy.running_step()
+        reason = f"interrupted: the daemon stopped during {step.name if step else 'the deploy'}"
+        if notes:
+            reason += " (" + "; ".join(notes) + ")"
+        return self.state.abort_interrupted(reason, status="interrupted")
 
     async def close(self) -> None:
-        """Cancel the running deploy (recorded aborted) and background work."""
+        """Cancel the running deploy (recorded ``interrupted``: no operator cancelled it;
+        its candidate stopped, its migration undone) and background work."""
         run = self._run
         if run is not None and run.task is not None:
-            run.cancelled_by_operator = True
             run.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await run.task
@@ -276,10 +300,18 @@ class Controller:
     async def _execute(self, run: Run) -> None:
         ctx = DeployContext(self.plane, run)
         ending = await self._run_steps(ctx)
-        status = final_status(ending.failed, ending.policy, cancelled=ending.cancelled)
+        interrupted = ending.cancelled and not run.cancelled_by_operator
+        status = final_status(
+            ending.failed, ending.policy, cancelled=ending.cancelled, interrupted=interrupted
+        )
         try:
             if ending.policy is OnFailure.ABORT and ending.failed is not None:
                 await self._abort(ctx)
+                if interrupted:
+                    deploy = self.state.deploy(run.deploy_id)
+                    notes = await recovery.recover_interrupted(self.plane, deploy) if deploy else []
+                    if notes:
+                        ending.error = f"{ending.error} ({'; '.join(notes)})"
             elif ending.policy is OnFailure.ROLL_BACK and not run.rolled_back.is_set():
                 await switch_back(ctx, ending.error or "rolled back")
         finally:

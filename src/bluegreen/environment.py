@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 
 from bluegreen.config import Colour, Config
+from bluegreen.processes import HOME_ENV
 from bluegreen.release import Release
 
 EnvProvider = Callable[[Release], Awaitable[Mapping[str, str]]]
@@ -70,4 +71,7 @@ class Environment:
             **self._provided,
             **(extra or {}),
             **colour_env(release, colour),
+            # Marks every process started for the app (instances, hooks): a later daemon
+            # finds them by it, to adopt or to reap (see bluegreen.processes).
+            HOME_ENV: str(self.config.state.dir),
         }

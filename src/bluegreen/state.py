@@ -54,7 +54,8 @@ CREATE TABLE IF NOT EXISTS deploys (
     finished_at TEXT,
     error       TEXT,
     manual      INTEGER NOT NULL DEFAULT 0,
-    scratch_url TEXT
+    scratch_url TEXT,
+    migrate_from TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS deploys_one_running ON deploys (status)
     WHERE status = 'running';
@@ -114,7 +115,8 @@ CREATE TABLE deploys (
     finished_at TEXT,
     error       TEXT,
     manual      INTEGER NOT NULL DEFAULT 0,
-    scratch_url TEXT
+    scratch_url TEXT,
+    migrate_from TEXT
 );
 INSERT INTO deploys (id, release_id, source, status, started_at, finished_at, error, manual)
     SELECT id, release_id, source, status, started_at, finished_at, error, manual
@@ -181,6 +183,18 @@ class Current:
         """Releases retention must keep: live, previous and whatever a colour runs."""
         ids = {self.live_release, self.previous_release, *self.colours.values()}
         return frozenset(i for i in ids if i is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRecord:
+    """An instance process a daemon started (kept so that the next daemon adopts it)."""
+
+    id: str
+    colour: Colour
+    release_id: str
+    host: str
+    port: int
+    pid: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -451,6 +465,20 @@ class StateStore:
         with self._tx() as db:
             db.execute("UPDATE deploys SET scratch_url = ? WHERE id = ?", (url, deploy_id))
 
+    def set_migrate_from(self, deploy_id: int, revision: str) -> None:
+        """Remember the schema revision before the deploy's migrate hook runs ("" = empty),
+        so that an interrupted deploy's migration can be undone."""
+        with self._tx() as db:
+            db.execute("UPDATE deploys SET migrate_from = ? WHERE id = ?", (revision, deploy_id))
+
+    def migrate_from(self, deploy_id: int) -> str | None:
+        """The revision before the deploy migrated; ``None`` if it never started migrating."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT migrate_from FROM deploys WHERE id = ?", (deploy_id,)
+            ).fetchone()
+        return None if row is None else row["migrate_from"]
+
     def scratch(self, deploy_id: int) -> str | None:
         """The scratch database a deploy created and did not drop, if any."""
         with self._lock:
@@ -512,6 +540,43 @@ class StateStore:
                 (live_colour, live_release, previous, json.dumps(colours), self._now()),
             )
         return self.current()
+
+    # ------------------------------------------------------------------ instances
+
+    def record_instance(
+        self, id: str, *, colour: Colour, release_id: str, host: str, port: int, pid: int | None
+    ) -> None:
+        """Remember (or update) an instance process."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO instances (id, colour, release_id, host, port, pid, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                "colour = excluded.colour, release_id = excluded.release_id, "
+                "host = excluded.host, port = excluded.port, pid = excluded.pid, "
+                "updated_at = excluded.updated_at",
+                (id, colour, release_id, host, port, pid, self._now()),
+            )
+
+    def forget_instance(self, id: str) -> None:
+        """The instance was stopped."""
+        with self._tx() as db:
+            db.execute("DELETE FROM instances WHERE id = ?", (id,))
+
+    def instances(self) -> list[InstanceRecord]:
+        """Every recorded instance, oldest first."""
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM instances ORDER BY rowid").fetchall()
+        return [
+            InstanceRecord(
+                id=str(r["id"]),
+                colour=cast(Colour, r["colour"]),
+                release_id=str(r["release_id"]),
+                host=str(r["host"]),
+                port=int(r["port"]),
+                pid=None if r["pid"] is None else int(r["pid"]),
+            )
+            for r in rows
+        ]
 
     # ------------------------------------------------------------------ releases
 

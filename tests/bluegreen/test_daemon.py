@@ -310,8 +310,9 @@ async def test_blue_green_under_load_zero_failures_then_warm_rollback(
 async def test_never_ready_release_gets_no_traffic_and_fails_in_time(
     daemon_factory: Callable[..., asyncio.Future[tuple[Daemon, Pids]]], tmp_path: Path
 ) -> None:
-    daemon, pids = await daemon_factory(ready=2)
-    assert (await deploy(daemon, make_app_dir(tmp_path, "good"))).status == "succeeded"
+    daemon, pids = await daemon_factory(ready=4)
+    good = await deploy(daemon, make_app_dir(tmp_path, "good"))
+    assert good.status == "succeeded", good
     async with Load(daemon.public_url + "/version", clients=5) as load:
         t0 = time.monotonic()
         deploy_id = await daemon.controller.start_deploy(
@@ -325,7 +326,7 @@ async def test_never_ready_release_gets_no_traffic_and_fails_in_time(
     assert bad.error is not None and "ready" in bad.error
     ready = next(s for s in bad.steps if s.name == "ready")
     assert ready.status == "failed" and "never to be ready" in ready.output
-    assert took < 2 + 5
+    assert took < 4 + 5
     assert load.failures() == []
     assert {r.colour for r in load.results} == {"blue"}
     assert not daemon.supervisor.instances("green")
@@ -471,9 +472,10 @@ async def test_restart_serves_the_live_colour_and_aborts_the_interrupted_deploy(
     third_id = await again.controller.start_deploy(DeployRequest(path=manual, manual=True))
     await reached_step(again, third_id, "approve")
     pids2.note()
-    await again.stop()  # the manual deploy is aborted, green stays live
+    await again.stop()  # the manual deploy is interrupted (no operator cancelled it)
     last, _ = await daemon_factory()
     history = last.state.history(5)
-    assert history[0].id == third_id and history[0].status == "aborted"
+    assert history[0].id == third_id and history[0].status == "interrupted"
+    assert history[0].error is not None and "operator" not in history[0].error
     assert last.state.current().live_colour == "green"
     assert (await get_json(last.public_url + "/version"))["color"] == "green"

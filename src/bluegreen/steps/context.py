@@ -85,6 +85,21 @@ class SupervisorLike(InstanceRunner[Instance], Protocol):
 
     async def recycle(self, inst: Instance, timeout: float = 10.0) -> None: ...  # noqa: ASYNC109
 
+    def adopt(
+        self,
+        *,
+        id: str,
+        colour: Colour,
+        release: Release,
+        pid: int,
+        port: int,
+        command_for: Callable[[int], Sequence[str]],
+        env: Mapping[str, str],
+        cwd: Path,
+        live_path: str,
+        ready_path: str,
+    ) -> Instance: ...
+
 
 @dataclass(slots=True)
 class DeployRequest:
@@ -157,6 +172,14 @@ class ControlPlane:
     def next_id(self) -> int:
         """A number unique in this daemon (instance and rehearsal ids)."""
         return next(self._ids)
+
+    def new_instance_id(self, colour: Colour) -> str:
+        """``colour-N``, never one an instance (this daemon's or an adopted one) has."""
+        taken = {i.id for i in self.supervisor.instances()}
+        taken |= {r.id for r in self.state.instances()}
+        while (candidate := f"{colour}-{self.next_id()}") in taken:
+            pass
+        return candidate
 
     def release_from_state(self, release_id: str) -> Release | None:
         """The recorded release ``release_id`` if its directory still exists."""
@@ -245,6 +268,16 @@ class ControlPlane:
         colour stopped first) and put them in the colour's cluster."""
         for inst in self.supervisor.instances(colour):
             await self.supervisor.stop_instance(inst, self.stop_timeout)
+        return await self.add_instances(colour, release, self.config.replicas.of(colour), extra_env)
+
+    async def add_instances(
+        self,
+        colour: Colour,
+        release: Release,
+        count: int,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> list[Instance]:
+        """Start ``count`` more instances of ``release`` as ``colour``, route to them."""
         app = self.config.app
         env = self.environment.for_release(release, colour, extra_env)
 
@@ -253,7 +286,7 @@ class ControlPlane:
 
         started = [
             await self.supervisor.start_instance(
-                id=f"{colour}-{self.next_id()}",
+                id=self.new_instance_id(colour),
                 colour=colour,
                 release=release,
                 command_for=command_for,
@@ -262,7 +295,7 @@ class ControlPlane:
                 live_path=app.live_path,
                 ready_path=app.ready_path,
             )
-            for _ in range(self.config.replicas.of(colour))
+            for _ in range(count)
         ]
         self.state.set_colour_release(colour, release.id)
         await self.route()

@@ -79,6 +79,9 @@ async def migrate(ctx: DeployContext) -> Outcome:
     if hook is None:
         return "skipped", "no migrate hook configured"
     ctx.run.migrated = True  # from here on, an interruption may have left it applied
+    plan = ctx.run.migration_plan
+    if plan is not None:  # what recovery undoes if the daemon dies from here on
+        ctx.plane.state.set_migrate_from(ctx.run.deploy_id, plan.current or "")
     output = await ctx.hook("migrate", hook, ctx.release, ctx.run.target)
     return "ok", output
 
