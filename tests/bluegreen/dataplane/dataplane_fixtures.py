@@ -34,6 +34,8 @@ class Upstream:
     port: int = 0
     ready: bool = True
     ws_max_message: int = 1024 * 1024
+    fail_next: int = 0  # the next N /flaky requests get their connection reset
+    slow_next: int = 0  # the next N /flaky requests take 5 s
     runner: web.AppRunner | None = None
     arrivals: list[str] = field(default_factory=list)
     ws_close_codes: list[int | None] = field(default_factory=list)
@@ -48,6 +50,7 @@ class Upstream:
         app.router.add_route("*", "/echo", self.echo)
         app.router.add_get("/slow", self.slow)
         app.router.add_get("/ws", self.ws)
+        app.router.add_route("*", "/flaky", self.flaky)
         return app
 
     async def readyz(self, request: web.Request) -> web.Response:
@@ -69,6 +72,19 @@ class Upstream:
                 "body_len": len(body),
             }
         )
+
+    async def flaky(self, request: web.Request) -> web.Response:
+        await request.read()
+        self.arrivals.append(request.path)
+        if self.fail_next > 0:
+            self.fail_next -= 1
+            assert request.transport is not None
+            request.transport.abort()  # a reset after the request arrived
+            await asyncio.sleep(1)
+        elif self.slow_next > 0:
+            self.slow_next -= 1
+            await asyncio.sleep(5)
+        return web.Response(text=self.name)
 
     async def slow(self, request: web.Request) -> web.Response:
         await asyncio.sleep(float(request.query.get("s", "1")))
