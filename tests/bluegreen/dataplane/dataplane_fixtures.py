@@ -15,6 +15,7 @@ import pytest
 from aiohttp import WSMsgType, web
 
 from bluegreen.dataplane.envoy import Envoy
+from bluegreen.dataplane.envoy_admin import EnvoyAdmin
 from bluegreen.dataplane.settings import AppPaths, DataPlaneSettings
 from bluegreen.dataplane.table import Backend, Colour, RoutingTable
 
@@ -219,3 +220,18 @@ class Load:
             finally:
                 self._stop.set()
                 await asyncio.gather(*self._tasks)
+
+
+async def healthy(envoy: Envoy, colour: str) -> int:
+    """Instances of ``colour`` that pass Envoy's health check, as its admin reports."""
+    async with EnvoyAdmin(envoy.admin_address) as admin:
+        return (await admin.healthy_hosts()).get(colour, 0)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 20.0) -> None:
+    """Poll ``check`` until it holds; the bound only stops a hang, it is not a speed."""
+    async with asyncio.timeout(within):
+        while True:
+            if await check():
+                return
+            await asyncio.sleep(0.1)

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import replace
 
 import aiohttp
@@ -14,6 +13,8 @@ from dataplane_fixtures import (  # noqa: F401 (fixtures)
     StartUpstream,
     envoy,
     envoy_factory,
+    eventually,
+    healthy,
     http,
     served_by,
     table,
@@ -21,21 +22,6 @@ from dataplane_fixtures import (  # noqa: F401 (fixtures)
 )
 
 from bluegreen.dataplane.envoy import Envoy
-from bluegreen.dataplane.envoy_admin import EnvoyAdmin
-
-
-async def healthy(envoy: Envoy, colour: str) -> int:
-    async with EnvoyAdmin(envoy.admin_address) as admin:
-        return (await admin.healthy_hosts()).get(colour, 0)
-
-
-async def eventually(check: object, timeout: float = 20.0) -> None:
-    """Poll an async predicate until it holds (a deadline against hangs, not a speed)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await check():  # type: ignore[operator]
-        assert loop.time() < deadline, "condition not reached"
-        await asyncio.sleep(0.1)
 
 
 async def test_an_instance_failing_its_ready_check_gets_no_traffic(
