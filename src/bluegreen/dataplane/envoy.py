@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -120,7 +121,10 @@ class Envoy:
         if await self._adopt():
             return True
         self._write_static_files()
-        write_json_atomic(self.layout.bootstrap, bootstrap(self.settings, self.layout))
+        write_json_atomic(
+            self.layout.bootstrap,
+            bootstrap(self.settings, self.layout, ports=self._redirect_port_hint()),
+        )
         await self._write_table_files(EMPTY_TABLE)
         self.layout.admin_socket.unlink(missing_ok=True)
         base_id_file = self.layout.root / "base-id"
@@ -173,6 +177,17 @@ class Envoy:
         log.info(
             "envoy hot restarted: epoch %d (pid %d) took over from pid %d", epoch, pid, old_pid
         )
+
+    def _redirect_port_hint(self) -> dict[str, int]:
+        """The HTTP->HTTPS redirect must name the HTTPS port before Envoy binds it: with
+        port 0 asked, pick a free one now."""
+        https = self.settings.https
+        if not self.settings.redirect_http_to_https or https is None or https.port:
+            return {}
+        family = socket.AF_INET6 if ":" in https.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.bind((https.host, 0))
+            return {"https": int(sock.getsockname()[1])}
 
     def _argv(self, *, epoch: int) -> list[str]:
         s = self.settings
