@@ -65,6 +65,7 @@ class Envoy:
         self._base_id: int | None = None
         self._ports: dict[str, int] = {}
         self._reapers: set[asyncio.Task[None]] = set()
+        self._keepers: set[int] = set()  # keeper shells we started (reaped when they end)
 
     # -- properties -------------------------------------------------------------------
 
@@ -129,9 +130,8 @@ class Envoy:
         self.layout.admin_socket.unlink(missing_ok=True)
         base_id_file = self.layout.root / "base-id"
         base_id_file.unlink(missing_ok=True)
-        pid = process.spawn(
-            [*self._argv(epoch=0), "--use-dynamic-base-id", "--base-id-path", str(base_id_file)],
-            log=self.layout.log,
+        pid = await self._spawn(
+            [*self._argv(epoch=0), "--use-dynamic-base-id", "--base-id-path", str(base_id_file)]
         )
         await self._wait_live(pid, epoch=0)
         self._base_id = int(base_id_file.read_text().strip())
@@ -149,6 +149,9 @@ class Envoy:
                 await process.terminate(pid)
         for task in list(self._reapers):
             task.cancel()
+        for keeper in list(self._keepers):
+            await process.wait_gone(keeper, 5.0)  # its Envoy ended, so it ends: reap it
+            self._keepers.discard(keeper)
         self.layout.pid_file.unlink(missing_ok=True)
         if not self.settings.admin:
             self.layout.admin_socket.unlink(missing_ok=True)
@@ -165,9 +168,7 @@ class Envoy:
         write_json_atomic(
             self.layout.bootstrap, bootstrap(self.settings, self.layout, ports=self._ports)
         )
-        pid = process.spawn(
-            [*self._argv(epoch=epoch), "--base-id", str(self._base_id)], log=self.layout.log
-        )
+        pid = await self._spawn([*self._argv(epoch=epoch), "--base-id", str(self._base_id)])
         await self._wait_live(pid, epoch=epoch)
         self._pid, self._epoch = pid, epoch
         self._save_pid_file()
@@ -177,6 +178,16 @@ class Envoy:
         log.info(
             "envoy hot restarted: epoch %d (pid %d) took over from pid %d", epoch, pid, old_pid
         )
+
+    async def _spawn(self, argv: list[str]) -> int:
+        try:
+            keeper, pid = await process.spawn_kept(
+                argv, log=self.layout.log, pid_file=self.layout.root / "spawned.pid"
+            )
+        except OSError as exc:
+            raise DataPlaneError(f"{exc}: {self._log_tail()}") from exc
+        self._keepers.add(keeper)
+        return pid
 
     def _redirect_port_hint(self) -> dict[str, int]:
         """The HTTP->HTTPS redirect must name the HTTPS port before Envoy binds it: with
@@ -236,6 +247,9 @@ class Envoy:
     async def _reap(self, pid: int) -> None:
         """Let an old epoch drain and exit; reaps it if it is our child."""
         await process.wait_gone(pid, self.settings.drain_time + 30)
+        for keeper in list(self._keepers):
+            if await process.wait_gone(keeper, 1.0):
+                self._keepers.discard(keeper)
 
     # -- adoption ---------------------------------------------------------------------
 

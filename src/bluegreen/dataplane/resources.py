@@ -71,6 +71,9 @@ def cluster(
         "eds_cluster_config": {"eds_config": path_source(eds_path, watched_dir)},
         "connect_timeout": seconds(1.0),
         "lb_policy": "LEAST_REQUEST",
+        # The endpoint files are the truth: an instance taken out of them leaves at once,
+        # even while it still passes its health check.
+        "ignore_health_on_host_removal": True,
         "per_connection_buffer_limit_bytes": s.buffer_bytes,
         # A shared cause (the database restarting) fails every ready check at once: below
         # this share of healthy instances Envoy tries them all rather than answer 503.
