@@ -90,6 +90,11 @@ def cluster(
             }
         ],
         "outlier_detection": {
+            # A refused connect ejects the instance at once (it died, or restarts); the
+            # request itself is retried elsewhere. Answers from the app count apart.
+            "split_external_local_origin_errors": True,
+            "consecutive_local_origin_failure": 1,
+            "enforcing_consecutive_local_origin_failure": 100,
             "consecutive_5xx": s.outlier_consecutive_5xx,
             "interval": seconds(min(s.outlier_ejection_time, 5.0)),
             "base_ejection_time": seconds(s.outlier_ejection_time),
@@ -199,7 +204,8 @@ def _action(colour: Colour, retry_on: str, s: DataPlaneSettings) -> Json:
                     },
                 }
             ],
-            "host_selection_retry_max_attempts": 3,
+            # Least request favours an instance whose connects fail fast: re-pick harder.
+            "host_selection_retry_max_attempts": 10,
         },
     }
 

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import asyncio
+
 import aiohttp
 from dataplane_fixtures import (  # noqa: F401 (fixtures)
     TEST_SETTINGS,
+    Load,
     StartEnvoy,
     StartUpstream,
     envoy,
@@ -55,6 +58,14 @@ async def test_a_dead_instance_is_removed_and_no_request_fails(
 ) -> None:
     b1, b2 = await upstream("b1", "blue"), await upstream("b2", "blue")
     await envoy.apply(table(b1, b2))
+    async with Load(envoy.urls()["public"]).running(clients=16) as load:
+        await asyncio.sleep(0.3)
+        await b2.stop()  # connects to it are refused from now on
+        await asyncio.sleep(0.5)
+        await b2.start()  # restarted on the same port, as the supervisor does
+        await asyncio.sleep(0.5)
+    assert load.failed == []
+    assert load.served.get("b2", 0) > 0
     await b2.stop()
     for _ in range(30):  # retries on connect failure cover the time until the check sees it
         assert await served_by(http, envoy.urls()["public"]) == "b1"
