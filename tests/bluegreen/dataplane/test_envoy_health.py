@@ -4,9 +4,8 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import asyncio
+from dataclasses import replace
 
 import aiohttp
 from dataplane_fixtures import (  # noqa: F401 (fixtures)
