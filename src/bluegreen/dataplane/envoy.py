@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 START_TIMEOUT = 30.0
 APPLY_TIMEOUT = 30.0
-POLL = 0.002
+POLL = 0.001
 
 
 class Envoy:
@@ -462,7 +462,7 @@ async def _until(
         if loop.time() >= deadline:
             raise DataPlaneError(f"envoy did not apply the new {what} within {timeout:.0f}s")
         await asyncio.sleep(delay)
-        delay = min(delay * 1.5, 0.05)
+        delay = min(delay * 1.5, 0.02)
 
 
 async def _matches(read: Callable[[], Awaitable[dict[str, str]]], wanted: dict[str, str]) -> bool:
