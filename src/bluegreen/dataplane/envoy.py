@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 
 START_TIMEOUT = 30.0
 APPLY_TIMEOUT = 30.0
-POLL = 0.002
+POLL = 0.001
 
 
 class Envoy:
@@ -64,6 +65,7 @@ class Envoy:
         self._base_id: int | None = None
         self._ports: dict[str, int] = {}
         self._reapers: set[asyncio.Task[None]] = set()
+        self._keepers: set[int] = set()  # keeper shells we started (reaped when they end)
 
     # -- properties -------------------------------------------------------------------
 
@@ -120,14 +122,16 @@ class Envoy:
         if await self._adopt():
             return True
         self._write_static_files()
-        write_json_atomic(self.layout.bootstrap, bootstrap(self.settings, self.layout))
+        write_json_atomic(
+            self.layout.bootstrap,
+            bootstrap(self.settings, self.layout, ports=self._redirect_port_hint()),
+        )
         await self._write_table_files(EMPTY_TABLE)
         self.layout.admin_socket.unlink(missing_ok=True)
         base_id_file = self.layout.root / "base-id"
         base_id_file.unlink(missing_ok=True)
-        pid = process.spawn(
-            [*self._argv(epoch=0), "--use-dynamic-base-id", "--base-id-path", str(base_id_file)],
-            log=self.layout.log,
+        pid = await self._spawn(
+            [*self._argv(epoch=0), "--use-dynamic-base-id", "--base-id-path", str(base_id_file)]
         )
         await self._wait_live(pid, epoch=0)
         self._base_id = int(base_id_file.read_text().strip())
@@ -145,6 +149,9 @@ class Envoy:
                 await process.terminate(pid)
         for task in list(self._reapers):
             task.cancel()
+        for keeper in list(self._keepers):
+            await process.wait_gone(keeper, 5.0)  # its Envoy ended, so it ends: reap it
+            self._keepers.discard(keeper)
         self.layout.pid_file.unlink(missing_ok=True)
         if not self.settings.admin:
             self.layout.admin_socket.unlink(missing_ok=True)
@@ -161,9 +168,7 @@ class Envoy:
         write_json_atomic(
             self.layout.bootstrap, bootstrap(self.settings, self.layout, ports=self._ports)
         )
-        pid = process.spawn(
-            [*self._argv(epoch=epoch), "--base-id", str(self._base_id)], log=self.layout.log
-        )
+        pid = await self._spawn([*self._argv(epoch=epoch), "--base-id", str(self._base_id)])
         await self._wait_live(pid, epoch=epoch)
         self._pid, self._epoch = pid, epoch
         self._save_pid_file()
@@ -173,6 +178,27 @@ class Envoy:
         log.info(
             "envoy hot restarted: epoch %d (pid %d) took over from pid %d", epoch, pid, old_pid
         )
+
+    async def _spawn(self, argv: list[str]) -> int:
+        try:
+            keeper, pid = await process.spawn_kept(
+                argv, log=self.layout.log, pid_file=self.layout.root / "spawned.pid"
+            )
+        except OSError as exc:
+            raise DataPlaneError(f"{exc}: {self._log_tail()}") from exc
+        self._keepers.add(keeper)
+        return pid
+
+    def _redirect_port_hint(self) -> dict[str, int]:
+        """The HTTP->HTTPS redirect must name the HTTPS port before Envoy binds it: with
+        port 0 asked, pick a free one now."""
+        https = self.settings.https
+        if not self.settings.redirect_http_to_https or https is None or https.port:
+            return {}
+        family = socket.AF_INET6 if ":" in https.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.bind((https.host, 0))
+            return {"https": int(sock.getsockname()[1])}
 
     def _argv(self, *, epoch: int) -> list[str]:
         s = self.settings
@@ -221,6 +247,9 @@ class Envoy:
     async def _reap(self, pid: int) -> None:
         """Let an old epoch drain and exit; reaps it if it is our child."""
         await process.wait_gone(pid, self.settings.drain_time + 30)
+        for keeper in list(self._keepers):
+            if await process.wait_gone(keeper, 1.0):
+                self._keepers.discard(keeper)
 
     # -- adoption ---------------------------------------------------------------------
 
@@ -433,7 +462,7 @@ async def _until(
         if loop.time() >= deadline:
             raise DataPlaneError(f"envoy did not apply the new {what} within {timeout:.0f}s")
         await asyncio.sleep(delay)
-        delay = min(delay * 1.5, 0.05)
+        delay = min(delay * 1.5, 0.02)
 
 
 async def _matches(read: Callable[[], Awaitable[dict[str, str]]], wanted: dict[str, str]) -> bool:

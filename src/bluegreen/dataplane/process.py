@@ -1,5 +1,11 @@
 """The Envoy process: spawned in a session of its own so it outlives whoever started it.
 
+With hot restart enabled Envoy asks the kernel to SIGTERM it when its parent dies
+(``PR_SET_PDEATHSIG``: it expects to run under a hot-restarter wrapper). So the daemon
+does not parent Envoy itself: a ``/bin/sh`` keeper does, and only waits for it, the way
+Envoy's own ``hot-restarter.py`` would. The keeper outlives the daemon; Envoy outlives
+the daemon with it.
+
 ``os.posix_spawn`` rather than ``subprocess.Popen``: a Popen object that is dropped while
 its process runs (the daemon exits and leaves Envoy serving, by design) warns and is
 reaped behind our back. Here the pid is all we keep; our own children are reaped with
@@ -24,6 +30,34 @@ def spawn(argv: list[str], *, log: Path) -> int:
         (os.POSIX_SPAWN_DUP2, 1, 2),
     ]
     return os.posix_spawn(argv[0], argv, dict(os.environ), file_actions=actions, setsid=True)
+
+
+_KEEPER = 'set -e; "$@" & echo $! > "$0.tmp"; mv "$0.tmp" "$0"; wait $!'
+
+
+async def spawn_kept(argv: list[str], *, log: Path, pid_file: Path) -> tuple[int, int]:
+    """Start ``argv`` under a keeper shell (see the module docs); returns the pids of
+    the keeper and of ``argv``'s process."""
+    _take_pid(pid_file)
+    keeper = spawn(["/bin/sh", "-c", _KEEPER, str(pid_file), *argv], log=log)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10.0
+    while (pid := _take_pid(pid_file)) is None:
+        if loop.time() >= deadline or not alive(keeper):
+            await terminate(keeper)
+            raise OSError(f"could not start {argv[0]} (see {log})")
+        await asyncio.sleep(0.005)
+    return keeper, pid
+
+
+def _take_pid(pid_file: Path) -> int | None:
+    """The pid the keeper wrote (the file is renamed into place whole), then removed."""
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    pid_file.unlink(missing_ok=True)
+    return pid
 
 
 def alive(pid: int) -> bool:

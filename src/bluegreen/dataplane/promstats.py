@@ -7,6 +7,7 @@ milliseconds, buckets set in the bootstrap to :data:`stats.BUCKETS`).
 
 from __future__ import annotations
 
+import math
 import re
 
 from bluegreen.dataplane.stats import BUCKETS, STATUS_CLASSES, ColourStats
@@ -64,17 +65,12 @@ def parse_colour_stats(text: str) -> dict[Colour, ColourStats]:
 
 def _per_bucket(cumulative: dict[float, int]) -> tuple[int, ...]:
     """Prometheus' cumulative ``le`` counts to one count per :data:`BUCKETS` bucket."""
-    bounds = [*BUCKETS, float("inf")]
     result: list[int] = []
     previous = 0
-    for bound in bounds:
-        # Envoy's bounds are the same numbers in ms; match within float noise.
+    for bound in (*BUCKETS, math.inf):
+        # Envoy's bounds are the same numbers in ms; match them within float noise.
         total = next(
-            (
-                n
-                for le, n in cumulative.items()
-                if abs(le - bound) <= 1e-9 * max(1, bound) or le == bound
-            ),
+            (n for le, n in cumulative.items() if le == bound or math.isclose(le, bound)),
             previous,
         )
         result.append(max(0, total - previous))

@@ -71,6 +71,9 @@ def cluster(
         "eds_cluster_config": {"eds_config": path_source(eds_path, watched_dir)},
         "connect_timeout": seconds(1.0),
         "lb_policy": "LEAST_REQUEST",
+        # The endpoint files are the truth: an instance taken out of them leaves at once,
+        # even while it still passes its health check.
+        "ignore_health_on_host_removal": True,
         "per_connection_buffer_limit_bytes": s.buffer_bytes,
         # A shared cause (the database restarting) fails every ready check at once: below
         # this share of healthy instances Envoy tries them all rather than answer 503.
@@ -87,6 +90,11 @@ def cluster(
             }
         ],
         "outlier_detection": {
+            # A refused connect ejects the instance at once (it died, or restarts); the
+            # request itself is retried elsewhere. Answers from the app count apart.
+            "split_external_local_origin_errors": True,
+            "consecutive_local_origin_failure": 1,
+            "enforcing_consecutive_local_origin_failure": 100,
             "consecutive_5xx": s.outlier_consecutive_5xx,
             "interval": seconds(min(s.outlier_ejection_time, 5.0)),
             "base_ejection_time": seconds(s.outlier_ejection_time),
@@ -196,7 +204,8 @@ def _action(colour: Colour, retry_on: str, s: DataPlaneSettings) -> Json:
                     },
                 }
             ],
-            "host_selection_retry_max_attempts": 3,
+            # Least request favours an instance whose connects fail fast: re-pick harder.
+            "host_selection_retry_max_attempts": 10,
         },
     }
 

@@ -26,8 +26,8 @@ Tables read (all keys optional, defaults shown by :class:`DataPlaneSettings`):
     websocket_idle_timeout = 3600 # seconds a websocket may go without a frame
     max_connections = 10000       # client connections over all listeners
     buffer_bytes = 1048576        # per-connection buffer (flow control); bounds memory of
-                                  # websockets and large bodies
-    websocket_max_message = 1048576  # bytes per websocket message from a client (see envoy.py)
+                                  # websockets and large bodies. A websocket message cap is the
+                                  # app's (Envoy does not parse frames): see envoy.py
 
     [proxy]
     trusted_hops = 0              # proxies in front whose X-Forwarded-For entries are trusted
@@ -102,7 +102,6 @@ class DataPlaneSettings:
     websocket_idle_timeout: float = 3600.0
     max_connections: int = 10000
     buffer_bytes: int = 1024 * 1024
-    websocket_max_message: int = 1024 * 1024
     # [proxy]
     trusted_hops: int = 0
     retries: int = 2
@@ -131,7 +130,7 @@ class DataPlaneSettings:
 
 
 _LIMIT_INTS = ("max_header_kib", "max_headers", "max_body_bytes", "max_connections")
-_LIMIT_INTS_2 = ("buffer_bytes", "websocket_max_message")
+_LIMIT_INTS_2 = ("buffer_bytes",)
 _LIMIT_SECONDS = ("header_timeout", "idle_timeout", "request_timeout", "websocket_idle_timeout")
 _PROXY_INTS = (
     "retries",

@@ -15,6 +15,7 @@ import pytest
 from aiohttp import WSMsgType, web
 
 from bluegreen.dataplane.envoy import Envoy
+from bluegreen.dataplane.envoy_admin import EnvoyAdmin
 from bluegreen.dataplane.settings import AppPaths, DataPlaneSettings
 from bluegreen.dataplane.table import Backend, Colour, RoutingTable
 
@@ -34,6 +35,8 @@ class Upstream:
     port: int = 0
     ready: bool = True
     ws_max_message: int = 1024 * 1024
+    fail_next: int = 0  # the next N /flaky requests get their connection reset
+    slow_next: int = 0  # the next N /flaky requests take 5 s
     runner: web.AppRunner | None = None
     arrivals: list[str] = field(default_factory=list)
     ws_close_codes: list[int | None] = field(default_factory=list)
@@ -48,6 +51,7 @@ class Upstream:
         app.router.add_route("*", "/echo", self.echo)
         app.router.add_get("/slow", self.slow)
         app.router.add_get("/ws", self.ws)
+        app.router.add_route("*", "/flaky", self.flaky)
         return app
 
     async def readyz(self, request: web.Request) -> web.Response:
@@ -69,6 +73,19 @@ class Upstream:
                 "body_len": len(body),
             }
         )
+
+    async def flaky(self, request: web.Request) -> web.Response:
+        await request.read()
+        self.arrivals.append(request.path)
+        if self.fail_next > 0:
+            self.fail_next -= 1
+            assert request.transport is not None
+            request.transport.abort()  # a reset after the request arrived
+            await asyncio.sleep(1)
+        elif self.slow_next > 0:
+            self.slow_next -= 1
+            await asyncio.sleep(5)
+        return web.Response(text=self.name)
 
     async def slow(self, request: web.Request) -> web.Response:
         await asyncio.sleep(float(request.query.get("s", "1")))
@@ -203,3 +220,18 @@ class Load:
             finally:
                 self._stop.set()
                 await asyncio.gather(*self._tasks)
+
+
+async def healthy(envoy: Envoy, colour: str) -> int:
+    """Instances of ``colour`` that pass Envoy's health check, as its admin reports."""
+    async with EnvoyAdmin(envoy.admin_address) as admin:
+        return (await admin.healthy_hosts()).get(colour, 0)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 20.0) -> None:
+    """Poll ``check`` until it holds; the bound only stops a hang, it is not a speed."""
+    async with asyncio.timeout(within):
+        while True:
+            if await check():
+                return
+            await asyncio.sleep(0.1)
