@@ -283,7 +283,8 @@ class Supervisor:
             ring_lines=self.ring_lines,
         )
         inst._logfile = inst.log_path.open("a", encoding="utf-8", buffering=1)
-        inst._adopt_pid = pid
+        inst._adopt_pid = inst.pid = pid
+        inst.state = "running"
         self._instances[id] = inst
         inst._task = asyncio.create_task(self._run(inst), name=f"bluegreen-instance-{id}")
         self._notify()
