@@ -94,7 +94,7 @@ async def test_daemon_death_restart_and_envoy_hot_restart_fail_no_request(
     rounds: list[dict[str, Any]] = []
     try:
         bluegreen(tmp, config, "up", "--detach", "--path", str(REPO))
-        st = await wait_idle_live(tmp, config)
+        st = await wait_idle_live(tmp, config, within=900)  # the first venv: pip, slow here
         assert st["live_colour"] == "blue"
         public = json.loads((tmp / "var" / "daemon.json").read_text())["public"]
         db_url = clinic(tmp, "db", "url", "--keep-running").strip().splitlines()[-1]
