@@ -196,6 +196,7 @@ async def wait_idle_live(tmp: Path, config: Path, within: float = 300) -> dict[s
         if (
             st["live_colour"]
             and st["running_deploy"] is None
+            and st["instances"]
             and all(i["healthy"] for i in st["instances"])
         ):
             return st
