@@ -51,6 +51,7 @@ TOKEN_FILE = "admin-token"  # noqa: S105 - a file name
 INFO_FILE = "daemon.json"
 PID_FILE = "daemon.pid"
 LOG_FILE = "daemon.log"
+CHECK_TIMEOUT = 5.0  # seconds the supervisor waits for an instance's ready path
 
 
 def token_path(config: Config) -> Path:
@@ -190,6 +191,9 @@ class Daemon:
             on_change=lambda: None,
             log_dir=config.state.logs_dir,
             poll_interval=poll_interval,
+            # A loaded instance answers its ready path slowly; the readiness gate must not
+            # call it dead for that (routing health is Envoy's own, with its own timeout).
+            check_timeout=CHECK_TIMEOUT,
             on_process=self._record_instance,
         )
         self.rehearsal_runner = Supervisor(
