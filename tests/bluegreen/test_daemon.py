@@ -479,3 +479,41 @@ async def test_restart_serves_the_live_colour_and_aborts_the_interrupted_deploy(
     assert history[0].error is not None and "operator" not in history[0].error
     assert last.state.current().live_colour == "green"
     assert (await get_json(last.public_url + "/version"))["color"] == "green"
+
+
+async def test_a_new_daemon_adopts_envoy_and_instances_and_reaps_strays(
+    daemon_factory: Callable[..., asyncio.Future[tuple[Daemon, Pids]]], tmp_path: Path
+) -> None:
+    from bluegreen import processes
+
+    daemon, pids = await daemon_factory()
+    assert (await deploy(daemon, make_app_dir(tmp_path, "one"))).status == "succeeded"
+    home = daemon.config.state.dir
+    before = {i.id: i.pid for i in daemon.supervisor.instances()}
+    envoy_pid = daemon.envoy.pid
+    pids.note()
+    async with Load(daemon.public_url + "/version", clients=5) as load:
+        await daemon.stop(everything=False)  # SIGTERM: the daemon alone
+        await asyncio.sleep(1.0)  # nobody controls anything; traffic goes on
+        # A process of ours the state store does not know (a hook left by a dead daemon).
+        stray = processes.spawn(
+            [sys.executable, "-c", "import time; time.sleep(60)"],
+            cwd=tmp_path,
+            env={**os.environ, processes.HOME_ENV: str(home)},
+            log=tmp_path / "stray.log",
+        )
+        again, pids2 = await daemon_factory()
+        await asyncio.sleep(0.5)
+    assert load.failures() == [], load.failures()[:5]
+    assert {r.colour for r in load.results} == {"blue"}
+    assert again.envoy.pid == envoy_pid  # adopted, not restarted
+    assert {i.id: i.pid for i in again.supervisor.instances()} == before  # adopted, no new
+    running = {
+        pid: env[processes.INSTANCE_ENV]
+        for pid, env in processes.marked(home).items()
+        if processes.INSTANCE_ENV in env
+    }
+    assert sorted(running.values()) == sorted(before)  # exactly the configured instances
+    await eventually(lambda: not processes.alive(stray), 10, "stray reaped")
+    assert set(processes.marked(home)) == set(running)
+    pids2.note()
