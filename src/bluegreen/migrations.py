@@ -331,6 +331,9 @@ IGNORABLE = frozenset({"unbounded-delete", "unbounded-update", "data-change-in-e
 """Own rules a migration may opt out of with ``lint_ignore`` (and a reason in its source):
 the rehearsal's row counts still catch rows it destroys. The schema rules are never waived."""
 
+BOOKKEEPING = frozenset({"alembic_version"})
+"""Tables the migration tool itself updates, one row each: not data."""
+
 BATCH_FIX = (
     "a batched backfill: key ranges of at most {n} rows (WHERE id > :lo AND id <= :hi), "
     "each its own short transaction outside the migration's, resumable "
@@ -354,7 +357,7 @@ def data_rules(m: Migration, statements: Sequence[str]) -> list[Finding]:
     ]
     for stmt in statements:
         change = data_change(stmt)
-        if change is None:
+        if change is None or change.table in BOOKKEEPING:
             continue
         unbounded = where_always_true(change)
         if change.kind == "DELETE" and unbounded and not _contract_removes(m, change.table):
@@ -387,14 +390,14 @@ def data_rules(m: Migration, statements: Sequence[str]) -> list[Finding]:
                 )
             )
         if change.kind == "UPDATE" and (unbounded or not where_bounded(change)):
-            what = "every row of" if unbounded else "a whole-table backfill of"
+            what = "every row" if unbounded else "rows with no key bound (a whole-table backfill)"
             findings.append(
                 Finding(
                     m.revision,
                     "unbounded-update",
                     stmt,
-                    f"rewrites {what} {change.table or 'a table'} in one statement: it holds "
-                    "row locks on all of them while the live release writes",
+                    f"rewrites {what} of {change.table or 'a table'} in one statement: it holds "
+                    "their row locks until it ends, while the live release writes",
                     BATCH_FIX.format(n=MAX_BATCH_KEYS),
                 )
             )
