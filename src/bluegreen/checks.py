@@ -1,40 +1,16 @@
-"""Checks a deploy relies on: HTTP probes, hooks, and the post-switch analysis.
+"""Checks a deploy relies on: HTTP probes and the post-switch analysis.
 
 * :func:`http_check` never raises for network trouble: it reports it.
-* :func:`run_hook` runs a command without a shell in its own process group,
-  streams its combined output line by line, and kills the whole group on timeout.
 * :func:`analyse` is pure: the same figures always give the same verdict.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
-import shlex
-import signal
-import time
-from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 
-from bluegreen.config import ADMIN_TOKEN_ENV, AnalysisConfig
-
-MAX_HOOK_OUTPUT = 64 * 1024
-"""Characters of hook output kept (the tail); every line still goes to ``log``."""
-
-KILL_GRACE_SECONDS = 2.0
-
-
-def child_env(extra: Mapping[str, str]) -> dict[str, str]:
-    """Environment for a child process: ours without the admin token, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if k != ADMIN_TOKEN_ENV}
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    env.update(extra)
-    return env
-
+from bluegreen.config import AnalysisConfig
 
 # --------------------------------------------------------------------------- HTTP
 
@@ -61,108 +37,6 @@ async def http_check(url: str, timeout: float) -> CheckResult:  # noqa: ASYNC109
     body = resp.text[:200].strip()
     detail = f"GET {url}: {resp.status_code}" + (f" {body}" if body and not ok else "")
     return CheckResult(ok, resp.status_code, detail)
-
-
-# --------------------------------------------------------------------------- hooks
-
-
-@dataclass(frozen=True, slots=True)
-class HookResult:
-    """``ok`` iff the command exited 0 in time; ``output`` is the combined stdout/stderr tail."""
-
-    ok: bool
-    exit_code: int | None
-    output: str
-    timed_out: bool = False
-
-
-async def kill_group(proc: asyncio.subprocess.Process, *, grace: float) -> None:
-    """SIGTERM ``proc``'s process group, SIGKILL it after ``grace`` s; reap ``proc``."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(proc.wait(), grace)
-    # Members of the group may outlive the leader: always finish them off.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    await proc.wait()
-
-
-async def run_hook(
-    command: Sequence[str] | str,
-    *,
-    cwd: Path,
-    env: Mapping[str, str],
-    timeout: float,  # noqa: ASYNC109 - the hook's own time limit, enforced here
-    log: Callable[[str], None],
-) -> HookResult:
-    """Run ``command`` (a string is split with shlex, never given to a shell).
-
-    ``env`` is added to the controller's environment (minus the admin token).
-    """
-    argv = shlex.split(command) if isinstance(command, str) else list(command)
-    if not argv:
-        return HookResult(False, None, "empty hook command")
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            cwd=cwd,
-            env=child_env(env),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,
-        )
-    except OSError as exc:
-        msg = f"cannot run hook {shlex.join(argv)}: {exc}"
-        log(msg)
-        return HookResult(False, None, msg)
-
-    chunks: list[str] = []
-    size = 0
-
-    def keep(line: str) -> None:
-        nonlocal size
-        chunks.append(line)
-        size += len(line) + 1
-        while size > MAX_HOOK_OUTPUT and len(chunks) > 1:
-            size -= len(chunks.pop(0)) + 1
-
-    async def pump() -> None:
-        assert proc.stdout is not None
-        while raw := await proc.stdout.readline():
-            line = raw.decode("utf-8", "replace").rstrip("\r\n")
-            keep(line)
-            log(line)
-
-    started = time.monotonic()
-    reader = asyncio.create_task(pump())
-    timed_out = False
-    try:
-        await asyncio.wait_for(asyncio.shield(reader), timeout)
-        await proc.wait()
-    except TimeoutError:
-        timed_out = True
-    finally:
-        if proc.returncode is None or timed_out:
-            await kill_group(proc, grace=KILL_GRACE_SECONDS)
-        # Once the group is dead the pipe closes; don't wait forever on a leaked fd.
-        try:
-            await asyncio.wait_for(reader, KILL_GRACE_SECONDS)
-        except TimeoutError:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
-    if timed_out:
-        msg = (
-            f"[bluegreen] hook timed out after {timeout:g}s "
-            f"(ran {time.monotonic() - started:.1f}s); its process group was killed"
-        )
-        keep(msg)
-        log(msg)
-        return HookResult(False, proc.returncode, "\n".join(chunks), timed_out=True)
-    rc = proc.returncode
-    return HookResult(rc == 0, rc, "\n".join(chunks))
 
 
 # --------------------------------------------------------------------------- analysis

@@ -30,20 +30,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from bluegreen.checks import AnalysisThresholds, HookResult, Stats, Verdict, analyse, run_hook
+from bluegreen import rehearsal
+from bluegreen.checks import AnalysisThresholds, Stats, Verdict, analyse
 from bluegreen.config import Colour, Config
 from bluegreen.dataplane.stats import ColourStats
 from bluegreen.dataplane.table import Backend, Mode, RoutingTable
-from bluegreen.errors import BluegreenError, DeployInProgress, ReadyTimeout
+from bluegreen.errors import BluegreenError, DeployInProgress, ReadyTimeout, StepFailed
+from bluegreen.hooks import HookResult, HookRunner, capture, run_hook, squawk_executable
 from bluegreen.migrations import Plan, ReleaseHead, check_contracts, lint, rollback_blockers
 from bluegreen.release import Release, prepare_release
-from bluegreen.state import Deploy, DeployStatus, StateStore
+from bluegreen.state import Deploy, DeployStatus, StateStore, tail
 from bluegreen.supervisor import Instance, Supervisor
 
 logger = logging.getLogger(__name__)
-
-OUTPUT_LIMIT = 16 * 1024  # characters of step output kept in the state store (the tail)
-
 
 # --------------------------------------------------------------------------- pure part
 
@@ -210,18 +209,7 @@ class SupervisorLike(Protocol):
 
 
 Preparer = Callable[..., Release]
-HookRunner = Callable[..., Awaitable[HookResult]]
 EnvProvider = Callable[[Release], Awaitable[Mapping[str, str]]]
-
-
-class StepFailed(BluegreenError):
-    """A step failed; ``output`` is what it printed."""
-
-    code = "step_failed"
-
-    def __init__(self, message: str, output: str = "") -> None:
-        super().__init__(message)
-        self.output = output or message
 
 
 class RollbackRefused(BluegreenError):
@@ -623,12 +611,12 @@ class Controller:
                 try:
                     outcome, output = await self._do(step, run)
                 except StepFailed as exc:
-                    self.state.step_finished(run.deploy_id, step.value, "failed", _tail(exc.output))
+                    self.state.step_finished(run.deploy_id, step.value, "failed", tail(exc.output))
                     failed, policy, error = step, failure_policy(step), exc.message
                     if policy is OnFailure.CONTINUE:
                         continue
                     break
-                self.state.step_finished(run.deploy_id, step.value, outcome, _tail(output))
+                self.state.step_finished(run.deploy_id, step.value, outcome, tail(output))
                 if run.rollback_reason:  # an operator rollback during analyse/retire
                     failed, policy, error = step, OnFailure.ROLL_BACK, run.rollback_reason
                     break
@@ -741,26 +729,7 @@ class Controller:
     async def _capture(
         self, argv: Sequence[str], *, cwd: Path, env: Mapping[str, str]
     ) -> tuple[int, str, str]:
-        """Run ``argv`` and return (exit code, stdout, stderr) — for commands whose stdout
-        is data (a plan, a URL)."""
-        from bluegreen.checks import child_env
-
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            cwd=cwd,
-            env=child_env(env),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-        )
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), self.config.timeouts.hook)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            return -1, "", f"timed out after {self.config.timeouts.hook:g}s: {' '.join(argv)}"
-        return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
+        return await capture(argv, cwd=cwd, env=env, timeout=self.config.timeouts.hook)
 
     def _render(
         self, template: Any, release: Release, colour: Colour, **extra: object
@@ -812,7 +781,7 @@ class Controller:
         findings = await asyncio.to_thread(
             lint,
             plan_,
-            squawk_executable=_squawk_executable(),
+            squawk_executable=squawk_executable(),
             squawk_config=squawk_cfg if squawk_cfg.is_file() else None,
         )
         refusals = check_contracts(plan_, self._rollback_candidates(run.release.id))
@@ -828,10 +797,6 @@ class Controller:
             )
         return "ok", f"database at {plan_.current or 'empty'}; migrations to run: {pending}; clean"
 
-    def _db_env(self, release: Release, colour: Colour, url: str) -> dict[str, str]:
-        assert self.config.database is not None
-        return {**self.hook_env(release, colour), self.config.database.env: url}
-
     async def _step_rehearse(self, run: _Run) -> tuple[Any, str]:
         mig = self.config.migrations
         plan_ = run.migration_plan
@@ -843,91 +808,22 @@ class Controller:
         if live is None or run.previous is None:
             return "skipped", "nothing is live: no release to break"
         assert run.release is not None
-        lines: list[str] = []
-        code, out, err = await self._capture(
-            self._render(mig.scratch_create, run.release, run.target),
-            cwd=run.release.dir,
-            env=self.hook_env(run.release, run.target),
-        )
-        url = out.strip().splitlines()[-1] if out.strip() else ""
-        if code != 0 or not url:
-            raise StepFailed("could not create the scratch database", err or out)
-        lines.append("scratch database with the live schema created")
+        runner = Supervisor(on_change=lambda: None, log_dir=self.config.state.logs_dir)
         try:
-            await self._rehearse_on(url, run, live, lines)
+            output = await rehearsal.rehearse(
+                config=self.config,
+                new=run.release,
+                new_colour=run.target,
+                live=live,
+                live_colour=run.previous,
+                env_for=self.hook_env,
+                runner=runner,
+                instance_id=f"rehearsal-{next(self._counter)}",
+                hook_runner=self._run_hook,
+            )
         finally:
-            await self._capture(
-                self._render(mig.scratch_drop, run.release, run.target, url=url),
-                cwd=run.release.dir,
-                env=self.hook_env(run.release, run.target),
-            )
-        return "ok", "\n".join(lines)
-
-    async def _rehearse_on(self, url: str, run: _Run, live: Release, lines: list[str]) -> None:
-        assert run.release is not None and run.previous is not None
-        broke = "the migration would break the live release"
-        migrate = self.config.hooks.migrate
-        if migrate is not None:
-            result = await self._run_hook(
-                self._render(migrate, run.release, run.target),
-                cwd=run.release.dir,
-                env=self._db_env(run.release, run.target, url),
-                timeout=self.config.timeouts.hook,
-                log=lambda line: logger.info("[rehearse migrate] %s", line),
-            )
-            if not result.ok:
-                raise StepFailed(
-                    f"{broke}: the migration failed on the scratch database",
-                    _story(lines, result.output),
-                )
-            lines.append("new release's migrations applied to the scratch database")
-        smoke = self.config.hooks.smoke
-        if smoke is None:
-            lines.append("no smoke hook: the live release was not exercised")
-            return
-        env = self._db_env(live, run.previous, url)
-        supervisor = Supervisor(on_change=lambda: None, log_dir=self.config.state.logs_dir)
-        try:
-            app = self.config.app
-            inst = await supervisor.start_instance(
-                id=f"rehearsal-{next(self._counter)}",
-                colour=run.previous,
-                release=live,
-                command_for=lambda port: app.command.render(
-                    python=live.python,
-                    release=live.id,
-                    release_dir=live.dir,
-                    colour=run.previous,
-                    port=port,
-                ),
-                env=env,
-                cwd=live.dir / app.workdir,
-                live_path=app.live_path,
-                ready_path=app.ready_path,
-            )
-            try:
-                await supervisor.wait_ready([inst], self.config.timeouts.ready)
-            except ReadyTimeout as exc:
-                raise StepFailed(
-                    f"{broke}: it does not become ready on the new schema",
-                    _story(lines, exc.message),
-                ) from None
-            lines.append(f"live release {live.id} started on the scratch database")
-            result = await self._run_hook(
-                self._render(smoke, live, run.previous, base_url=inst.url),
-                cwd=live.dir,
-                env=env,
-                timeout=self.config.timeouts.hook,
-                log=lambda line: logger.info("[rehearse smoke] %s", line),
-            )
-            if not result.ok:
-                raise StepFailed(
-                    f"{broke}: its smoke test fails on the new schema",
-                    _story(lines, result.output),
-                )
-            lines.append(f"live release {live.id} passed its smoke test on the new schema")
-        finally:
-            await supervisor.stop_all()
+            await runner.stop_all()
+        return "ok", output
 
     def _live_release(self) -> Release | None:
         cur = self.state.current()
@@ -1153,31 +1049,9 @@ class Controller:
         return bool(instances) and all(i.release.id == release_id and i.healthy for i in instances)
 
 
-def _squawk_executable() -> str:
-    """squawk from this environment (the squawk-cli wheel), else from PATH."""
-    beside = Path(sys.executable).parent / "squawk"
-    return str(beside) if beside.exists() else "squawk"
-
-
 def _fmt(value: float | int | None) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
-
-
-def _story(lines: Sequence[str], output: str) -> str:
-    """What the step did (``lines``, kept whole), then the failing command's output: its start
-    and its end when it is too long (a smoke test's steps come first, its error last), so the
-    result fits in :data:`OUTPUT_LIMIT` and :func:`_tail` cuts none of it."""
-    head = "\n".join(lines)
-    room = max(OUTPUT_LIMIT - len(head) - 1, 1000)
-    if len(output) > room:
-        keep = room - 1
-        output = output[: keep // 3] + "…" + output[-(keep - keep // 3) :]
-    return f"{head}\n{output}" if head else output
-
-
-def _tail(text: str) -> str:
-    return text if len(text) <= OUTPUT_LIMIT else "…" + text[-OUTPUT_LIMIT:]

@@ -31,10 +31,10 @@ from pathlib import Path
 from aiohttp import web
 
 from bluegreen.admin import AdminContext, make_app
-from bluegreen.checks import run_hook
 from bluegreen.config import Config, DatabaseConfig
 from bluegreen.controller import Controller, DeployRequest
 from bluegreen.errors import BluegreenError
+from bluegreen.hooks import run_hook
 from bluegreen.release import Release
 from bluegreen.router.proxy import Router
 from bluegreen.state import StateStore

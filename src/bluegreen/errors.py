@@ -70,3 +70,13 @@ class ReadyTimeout(BluegreenError):
     def __init__(self, message: str, instance_ids: Sequence[str]) -> None:
         super().__init__(message)
         self.instance_ids = tuple(instance_ids)
+
+
+class StepFailed(BluegreenError):
+    """A deploy step failed; ``output`` is what it printed."""
+
+    code = "step_failed"
+
+    def __init__(self, message: str, output: str = "") -> None:
+        super().__init__(message)
+        self.output = output or message

@@ -40,6 +40,8 @@ STEP_STATUSES: frozenset[str] = frozenset({"running", "ok", "failed", "skipped"}
 FINAL_STEP_STATUSES: frozenset[str] = STEP_STATUSES - {"running"}
 
 SCHEMA_VERSION = 1
+OUTPUT_LIMIT = 16 * 1024
+"""Characters of a step's output kept in the store (the tail: see :func:`tail`)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS deploys (
@@ -85,6 +87,11 @@ CREATE TABLE IF NOT EXISTS releases (
     migration_head TEXT
 );
 """
+
+
+def tail(text: str) -> str:
+    """``text`` cut to its last :data:`OUTPUT_LIMIT` characters (marked with "…")."""
+    return text if len(text) <= OUTPUT_LIMIT else "…" + text[-OUTPUT_LIMIT:]
 
 
 def utc_now() -> datetime:

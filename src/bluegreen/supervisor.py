@@ -40,9 +40,9 @@ from typing import IO, Literal
 
 import httpx
 
-from bluegreen.checks import child_env, kill_group
 from bluegreen.config import Colour
 from bluegreen.errors import ReadyTimeout
+from bluegreen.hooks import child_env, kill_group
 from bluegreen.release import Release
 
 logger = logging.getLogger(__name__)

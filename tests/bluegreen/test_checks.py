@@ -10,15 +10,9 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from bluegreen.checks import (
-    AnalysisThresholds,
-    Stats,
-    analyse,
-    child_env,
-    http_check,
-    run_hook,
-)
+from bluegreen.checks import AnalysisThresholds, Stats, analyse, http_check
 from bluegreen.config import AnalysisConfig
+from bluegreen.hooks import child_env, run_hook
 
 
 def pid_alive(pid: int) -> bool:

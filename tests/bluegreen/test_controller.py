@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from bluegreen.checks import HookResult
 from bluegreen.config import Colour, Config, parse_config
 from bluegreen.controller import (
     Controller,
@@ -27,6 +26,7 @@ from bluegreen.controller import (
 from bluegreen.dataplane.stats import ColourStats
 from bluegreen.dataplane.table import EMPTY_TABLE, RoutingTable
 from bluegreen.errors import ConfigError, DeployInProgress, ReadyTimeout
+from bluegreen.hooks import HookResult
 from bluegreen.release import Release
 from bluegreen.router.metrics import RouterMetrics
 from bluegreen.state import Deploy, StateStore
