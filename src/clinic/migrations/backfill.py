@@ -15,6 +15,7 @@ which the lint accepts where it refuses a whole-table ``UPDATE``.
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ class BackfillResult:
     seconds: float
     longest_batch: float
     """The longest a batch held its row locks (its transaction's duration), in seconds."""
+    median_batch: float
 
 
 def _say(line: str) -> None:
@@ -109,7 +111,7 @@ def _run(
     started = last_report = time.monotonic()
     lo = -(2**63)  # below every key: the first batch starts at the first row still to do
     rows = batches = 0
-    longest = 0.0
+    times: list[float] = []
     log(f"backfill {table}: starting, {batch_size} rows per batch")
     while True:
         # Each statement commits on its own (autocommit): the key lookup takes no row lock,
@@ -119,7 +121,7 @@ def _run(
             break
         t0 = time.monotonic()
         done = conn.execute(sa.text(batch_sql), {"lo": lo, "hi": hi}).rowcount
-        longest = max(longest, time.monotonic() - t0)
+        times.append(time.monotonic() - t0)
         rows += max(done, 0)
         batches += 1
         lo = int(hi)
@@ -133,8 +135,9 @@ def _run(
         if pause > 0:
             time.sleep(pause)
     took = time.monotonic() - started
+    longest = max(times, default=0.0)
     log(
         f"backfill {table}: done, {rows} rows in {batches} batches, {took:.1f}s "
         f"(longest batch {longest * 1000:.0f} ms)"
     )
-    return BackfillResult(table, rows, batches, took, longest)
+    return BackfillResult(table, rows, batches, took, longest, statistics.median(times or [0.0]))

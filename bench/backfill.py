@@ -1,0 +1,195 @@
+"""A batched backfill of 200,000 appointments while patients book against the live app.
+
+The data set of bench/slots.py (200 doctors, 200,000 appointments). A new nullable column
+``appointments.reason_v2`` is added (instant), then filled from ``reason`` by
+``clinic.migrations.backfill.backfill`` — run as a migration runs it: Alembic's migration
+context on an asyncpg connection, the project's lock_timeout set first — while booking
+clients (one patient each) book free slots through HTTP on one clinic instance.
+
+Prints the batch times (median, longest: how long a batch holds its row locks), the total
+time, and the bookings' latencies before and during the backfill (the longest is what a
+booking waited at worst). Last line: JSON. Run: ``.venv/bin/python bench/backfill.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+from alembic.migration import MigrationContext
+from alembic.operations import Operations
+from sqlalchemy import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+from clinic.migrations.backfill import BackfillResult, backfill
+from harness import clinic_instances, database, percentile
+from slots import seed
+
+BATCH = 1000
+PAUSE = 0.05
+CLIENTS = 4
+BASELINE_SECONDS = 8.0
+PASSWORD = "bench password 12345"  # bench/slots.py's patients
+
+
+def run_backfill(url: str, out: dict[str, Any]) -> None:
+    """The backfill as a migration's ``upgrade()`` runs it (see src/clinic/migrations/env.py)."""
+
+    def migrate(conn: Connection) -> None:
+        conn.exec_driver_sql("SET lock_timeout = '5s'")
+        conn.exec_driver_sql("SET statement_timeout = '15min'")
+        conn.commit()
+        ctx = MigrationContext.configure(connection=conn)
+        with Operations.context(ctx), ctx.begin_transaction():
+            out["result"] = backfill(
+                "appointments",
+                set_="reason_v2 = reason",
+                todo="reason_v2 IS NULL",
+                batch_size=BATCH,
+                pause=PAUSE,
+                log=lambda line: print(f"  {line}", flush=True),
+            )
+
+    async def go() -> None:
+        engine = create_async_engine(
+            url.replace("postgresql://", "postgresql+asyncpg://", 1), poolclass=NullPool
+        )
+        async with engine.connect() as conn:
+            await conn.run_sync(migrate)
+        await engine.dispose()
+
+    asyncio.run(go())
+
+
+async def free_slots(c: httpx.AsyncClient, doctor_ids: list[int]) -> list[tuple[int, str]]:
+    start = datetime.now(UTC) + timedelta(days=1)
+    out: list[tuple[int, str]] = []
+    for doctor_id in doctor_ids:
+        resp = await c.get(
+            f"/api/v1/doctors/{doctor_id}/slots",
+            params={"start": start.isoformat(), "end": (start + timedelta(days=14)).isoformat()},
+        )
+        resp.raise_for_status()
+        out += [(doctor_id, s["starts_at"]) for s in resp.json()["slots"]]
+    random.shuffle(out)
+    return out
+
+
+async def client(
+    base: str,
+    email: str,
+    slots: list[tuple[int, str]],
+    stop: asyncio.Event,
+    during: threading.Event,
+    latencies: dict[str, list[float]],
+    statuses: dict[int, int],
+) -> None:
+    async with httpx.AsyncClient(base_url=base, timeout=60) as c:
+        resp = await c.post("/api/v1/auth/token", json={"email": email, "password": PASSWORD})
+        resp.raise_for_status()
+        c.headers["Authorization"] = f"Bearer {resp.json()['token']}"
+        while not stop.is_set() and slots:
+            doctor_id, starts_at = slots.pop()
+            key = f"bench-{uuid.uuid4()}"
+            phase = "during" if during.is_set() else "before"
+            t0 = time.perf_counter()
+            resp = await c.post(
+                "/api/v1/appointments",
+                json={"doctor_id": doctor_id, "starts_at": starts_at, "reason": key},
+                headers={"Idempotency-Key": key},
+            )
+            latencies[phase].append(time.perf_counter() - t0)
+            statuses[resp.status_code] = statuses.get(resp.status_code, 0) + 1
+
+
+async def measure(url: str, base: str) -> dict[str, Any]:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("ALTER TABLE appointments ADD COLUMN reason_v2 TEXT")
+        doctors = [r[0] for r in await conn.fetch("SELECT user_id FROM doctors ORDER BY 1")]
+        emails = [
+            r[0]
+            for r in await conn.fetch(
+                "SELECT email FROM users WHERE role = 'patient' ORDER BY id LIMIT $1", CLIENTS
+            )
+        ]
+    finally:
+        await conn.close()
+    async with httpx.AsyncClient(base_url=base, timeout=60) as c:
+        slots = await free_slots(c, random.sample(doctors, 40))
+    stop, during = asyncio.Event(), threading.Event()
+    latencies: dict[str, list[float]] = {"before": [], "during": []}
+    statuses: dict[int, int] = {}
+    tasks = [
+        asyncio.create_task(client(base, e, slots, stop, during, latencies, statuses))
+        for e in emails
+    ]
+    await asyncio.sleep(BASELINE_SECONDS)
+    out: dict[str, Any] = {}
+    during.set()
+    await asyncio.to_thread(run_backfill, url, out)
+    stop.set()
+    await asyncio.gather(*tasks)
+    result: BackfillResult = out["result"]
+    conn = await asyncpg.connect(url)
+    try:
+        left = await conn.fetchval("SELECT count(*) FROM appointments WHERE reason_v2 IS NULL")
+    finally:
+        await conn.close()
+    return {
+        "rows": result.rows,
+        "batches": result.batches,
+        "batch_size": BATCH,
+        "pause_s": PAUSE,
+        "total_s": round(result.seconds, 2),
+        "median_batch_ms": round(result.median_batch * 1000, 1),
+        "longest_batch_ms": round(result.longest_batch * 1000, 1),
+        "rows_left": int(left),
+        "bookings_before": len(latencies["before"]),
+        "bookings_during": len(latencies["during"]),
+        "booking_p50_before_ms": _ms(latencies["before"], 0.5),
+        "booking_max_before_ms": _ms(latencies["before"], 1.0),
+        "booking_p50_during_ms": _ms(latencies["during"], 0.5),
+        "booking_p95_during_ms": _ms(latencies["during"], 0.95),
+        "longest_booking_wait_ms": _ms(latencies["during"], 1.0),
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "clients": CLIENTS,
+    }
+
+
+def _ms(values: list[float], q: float) -> float:
+    return round(percentile(values, q) * 1000, 1) if values else 0.0
+
+
+def main() -> None:
+    with database() as url:
+        t0 = time.perf_counter()
+        asyncio.run(seed(url))
+        print(f"seeding took {time.perf_counter() - t0:.1f}s")
+        with clinic_instances(url, 1) as (base,):
+            r = asyncio.run(measure(url, base))
+    print(
+        f"backfill of {r['rows']} appointments in {r['batches']} batches of {r['batch_size']}: "
+        f"{r['total_s']} s in all; a batch held its locks {r['median_batch_ms']} ms "
+        f"(median), {r['longest_batch_ms']} ms at most; {r['rows_left']} rows left"
+    )
+    print(
+        f"bookings: {r['bookings_before']} before (p50 {r['booking_p50_before_ms']} ms, "
+        f"max {r['booking_max_before_ms']} ms), {r['bookings_during']} during "
+        f"(p50 {r['booking_p50_during_ms']} ms, p95 {r['booking_p95_during_ms']} ms, "
+        f"longest wait {r['longest_booking_wait_ms']} ms); statuses {r['statuses']}"
+    )
+    print(json.dumps(r))
+
+
+if __name__ == "__main__":
+    main()
