@@ -4,14 +4,16 @@ after a crash, its progress printed; in offline SQL the one-batch shape the depl
 from __future__ import annotations
 
 import io
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from alembic.migration import MigrationContext
 from alembic.operations import Operations
 
-from bluegreen.migrations import Migration, own_rules, split_statements
+from bluegreen.migrations import Migration, Plan, lint, own_rules, split_statements
 from clinic.migrations.backfill import backfill
 
 ROWS = 2500
@@ -140,3 +142,44 @@ def test_backfill_refuses_a_missing_todo_or_a_batch_too_large(
     ctx = MigrationContext.configure(dialect_name="postgresql", opts={"as_sql": True})
     with Operations.context(ctx), pytest.raises(ValueError, match=why):
         backfill("people", set_="a = b", **kw)  # type: ignore[arg-type]
+
+
+FILL = """
+CREATE OR REPLACE FUNCTION users_fill_full_name() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.full_name IS NULL OR (TG_OP = 'UPDATE' AND NEW.name IS DISTINCT FROM OLD.name
+                                 AND NEW.full_name IS NOT DISTINCT FROM OLD.full_name) THEN
+        NEW.full_name := NEW.name;
+    END IF;
+    RETURN NEW;
+END $$"""
+
+
+def test_the_rename_recipe_in_the_docs_passes_the_deploy_lint() -> None:
+    """docs/migrations.md, "Rename a column", release A: its offline SQL, as the deploy's lint
+    (squawk with the project's settings, and the project's rules) reads it."""
+    buffer = io.StringIO()
+    ctx = MigrationContext.configure(
+        dialect_name="postgresql", opts={"as_sql": True, "output_buffer": buffer}
+    )
+    with Operations.context(ctx), ctx.begin_transaction():
+        ctx.impl.static_output("SET lock_timeout = '5s';\nSET statement_timeout = '15min';")
+        op = Operations(ctx)
+        op.add_column("users", sa.Column("full_name", sa.Text()), if_not_exists=True)
+        op.execute(FILL)
+        op.execute(
+            "CREATE OR REPLACE TRIGGER users_fill_full_name BEFORE INSERT OR UPDATE "
+            "ON users FOR EACH ROW EXECUTE FUNCTION users_fill_full_name()"
+        )
+        backfill("users", set_="full_name = name", todo="full_name IS NULL AND name IS NOT NULL")
+    sql = buffer.getvalue()
+    assert "WHERE id > 0 AND id <= 1000 AND (full_name IS NULL AND name IS NOT NULL)" in sql
+    m = Migration("0009", "0008", "expand", sql)
+    plan = Plan(current="0008", head="0009", history=("0008", "0009"), phases={}, revisions=(m,))
+    root = Path(__file__).resolve().parents[2]
+    found = lint(
+        plan,
+        squawk_executable=str(Path(sys.executable).parent / "squawk"),
+        squawk_config=root / ".squawk.toml",
+    )
+    assert found == [], "\n".join(f.render() for f in found)
