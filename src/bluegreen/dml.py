@@ -13,6 +13,7 @@ The lint (``bluegreen.migrations``) asks two questions of each data change in a 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
@@ -160,6 +161,34 @@ def data_change(statement: str) -> DataChange | None:
         if isinstance(tok, sql.Where):
             where = parse_condition(_where_tokens(tok))
     return DataChange(kind, table, where, statement)
+
+
+_DOLLAR = re.compile(r"^\$(\w*)\$(.*)\$\1\$$", re.DOTALL)
+_INNER_DML = re.compile(r"\b(DELETE\s+FROM|UPDATE\s+\S+\s+SET)\b", re.IGNORECASE)
+
+
+def data_changes(statement: str) -> list[DataChange]:
+    """The ``DELETE``/``UPDATE`` statements ``statement`` runs: itself, or those in the body of
+    an anonymous code block (``DO $$ BEGIN DELETE FROM …; END $$``)."""
+    top = data_change(statement)
+    if top is not None:
+        return [top]
+    parsed = sqlparse.parse(statement)
+    first = parsed[0].token_first(skip_cm=True) if parsed else None  # type: ignore[no-untyped-call]
+    if first is None or first.normalized != "DO":
+        return []
+    found: list[DataChange] = []
+    for tok in parsed[0].flatten():  # type: ignore[no-untyped-call]
+        body = _DOLLAR.match(tok.value) if tok.ttype in T.Literal else None
+        if body is None:
+            continue
+        code = body.group(2)
+        for start in _INNER_DML.finditer(code):
+            pieces = sqlparse.split(code[start.start() :], strip_semicolon=True)
+            change = data_change(pieces[0]) if pieces else None
+            if change is not None:
+                found.append(change)
+    return found
 
 
 def _table_name(tok: sql.Token) -> str:

@@ -34,7 +34,7 @@ from typing import Any
 
 import sqlparse
 
-from bluegreen.dml import MAX_BATCH_KEYS, data_change, where_always_true, where_bounded
+from bluegreen.dml import MAX_BATCH_KEYS, data_changes, where_always_true, where_bounded
 from bluegreen.errors import BluegreenError
 
 
@@ -355,9 +355,9 @@ def data_rules(m: Migration, statements: Sequence[str]) -> list[Finding]:
         for d in m.data_changes
         if not d.table or d.change not in DATA_CHANGE_KINDS or not d.reason
     ]
-    for stmt in statements:
-        change = data_change(stmt)
-        if change is None or change.table in BOOKKEEPING:
+    changes = [(stmt, c) for stmt in statements for c in data_changes(stmt)]
+    for stmt, change in changes:
+        if change.table in BOOKKEEPING:
             continue
         unbounded = where_always_true(change)
         if change.kind == "DELETE" and unbounded and not _contract_removes(m, change.table):

@@ -322,3 +322,13 @@ def test_data_finding_names_statement_rule_and_safe_way() -> None:
     assert "0002: [data-change-in-expand]" in text and "data_changes = [" in text
     (update,) = own_rules(mig("UPDATE appointments SET reason = reason"))
     assert "safe way: a batched backfill" in update.render()
+
+
+def test_data_changes_inside_an_anonymous_code_block_are_linted_too() -> None:
+    block = (
+        "DO $$ BEGIN DELETE FROM appointments; "
+        "IF true THEN UPDATE users SET name = 'x' WHERE id = 1; END IF; END $$"
+    )
+    assert rules(mig(block)) == ["unbounded-delete", "data-change-in-expand"]
+    quiet = "DO $body$ BEGIN PERFORM pg_sleep(0); END $body$"
+    assert rules(mig(quiet)) == []
