@@ -14,11 +14,16 @@ booking waited at worst). Last line: JSON. Run: ``.venv/bin/python bench/backfil
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,7 +36,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from clinic.migrations.backfill import BackfillResult, backfill
-from harness import clinic_instances, database, percentile
+from harness import ROOT, clinic_env, database, free_port, percentile, wait_ready
 from slots import seed
 
 BATCH = 1000
@@ -166,6 +171,30 @@ async def measure(url: str, base: str) -> dict[str, Any]:
     }
 
 
+@contextlib.contextmanager
+def clinic_instance(url: str) -> Iterator[str]:
+    """One ``clinic serve`` on a free port (as harness.clinic_instances, with a readiness
+    wait long enough for a busy machine)."""
+    with tempfile.TemporaryDirectory(prefix="clinic-var-") as var:
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "clinic", "serve", "--port", str(port)],
+            env={**clinic_env(url, var), "PYTHONPATH": str(ROOT / "src")},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            base = f"http://127.0.0.1:{port}"
+            wait_ready(base, timeout=180)
+            yield base
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
 def _ms(values: list[float], q: float) -> float:
     return round(percentile(values, q) * 1000, 1) if values else 0.0
 
@@ -174,8 +203,8 @@ def main() -> None:
     with database() as url:
         t0 = time.perf_counter()
         asyncio.run(seed(url))
-        print(f"seeding took {time.perf_counter() - t0:.1f}s")
-        with clinic_instances(url, 1) as (base,):
+        print(f"seeding took {time.perf_counter() - t0:.1f}s", flush=True)
+        with clinic_instance(url) as base:
             r = asyncio.run(measure(url, base))
     print(
         f"backfill of {r['rows']} appointments in {r['batches']} batches of {r['batch_size']}: "

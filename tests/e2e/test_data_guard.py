@@ -151,7 +151,8 @@ async def test_deleting_every_appointment_is_refused_by_lint_and_by_rehearsal(
         clinic(tmp, "seed", extra={"CLINIC_DATABASE_URL": db_url})
         assert await book(info["public"]) == BOOKINGS
         rev0, rows0 = await appointments(db_url)
-        assert rev0 == "0003" and len(rows0) == BOOKINGS
+        # Ours, and whatever the first deploy's smoke test booked (and cancelled).
+        assert rev0 == "0003" and len(rows0) >= BOOKINGS
 
         # ------------------------------------------------ as written: the lint refuses it
         code, out, d = await asyncio.to_thread(deploy, tmp, config, purge)
