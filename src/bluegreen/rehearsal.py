@@ -148,41 +148,19 @@ async def rehearse_on(
     migrate hook, the sample counted again, then the live release started on it and its smoke
     hook. ``plan``: the migrations being rehearsed (what they declare; asked of the new
     release on the scratch database when not given). Appends what it did to ``lines``."""
-    migrate = config.hooks.migrate
-    before: dict[str, int] | None = None
-    if migrate is not None and dataguard.is_postgres(url):
-        if plan is None:
-            plan = await _plan_on(url, config=config, new=new, colour=new_colour, env_for=env_for)
-        lines.extend(declarations(plan) if plan is not None else [])
-        before = await _sample(
+    if config.hooks.migrate is not None:
+        await _migrate_checked(
             url,
             config=config,
+            new=new,
+            new_colour=new_colour,
             live=live,
-            colour=live_colour,
+            live_colour=live_colour,
             env_for=env_for,
             lines=lines,
             hook_runner=hook_runner,
+            plan=plan,
         )
-    if migrate is not None:
-        result = await hook_runner(
-            render(migrate, new, new_colour),
-            cwd=new.dir,
-            env=_db_env(config, env_for, new, new_colour, url),
-            timeout=config.timeouts.hook,
-            log=lambda line: logger.info("[rehearse migrate] %s", line),
-        )
-        if not result.ok:
-            raise StepFailed(
-                f"{BROKE}: the migration failed on the scratch database",
-                story(lines, result.output),
-            )
-        lines.append("new release's migrations applied to the scratch database")
-        if before is not None:
-            verdict = dataguard.compare(before, await _count(url, lines), plan)
-            if not verdict.ok:
-                shown = ", ".join(f"{t} {b} -> {a} rows" for t, (b, a) in verdict.lost.items())
-                raise StepFailed(f"{DESTROYS}: {shown}", story(lines, verdict.summary()))
-            lines.append(verdict.summary())
     smoke = config.hooks.smoke
     if smoke is None:
         lines.append("no smoke hook: the live release was not exercised")
@@ -276,6 +254,57 @@ async def rehearse(
         if dropped and on_scratch is not None:
             on_scratch(None)
     return "\n".join(lines)
+
+
+async def _migrate_checked(
+    url: str,
+    *,
+    config: Config,
+    new: Release,
+    new_colour: Colour,
+    live: Release,
+    live_colour: Colour,
+    env_for: EnvFor,
+    lines: list[str],
+    hook_runner: HookRunner,
+    plan: Plan | None,
+) -> None:
+    """The new release's migrate hook on the scratch database, with the data check around it
+    (on a PostgreSQL scratch database): the sample seeded and counted before, counted after."""
+    migrate = config.hooks.migrate
+    assert migrate is not None
+    before: dict[str, int] | None = None
+    if dataguard.is_postgres(url):
+        if plan is None:
+            plan = await _plan_on(url, config=config, new=new, colour=new_colour, env_for=env_for)
+        lines.extend(declarations(plan) if plan is not None else [])
+        before = await _sample(
+            url,
+            config=config,
+            live=live,
+            colour=live_colour,
+            env_for=env_for,
+            lines=lines,
+            hook_runner=hook_runner,
+        )
+    result = await hook_runner(
+        render(migrate, new, new_colour),
+        cwd=new.dir,
+        env=_db_env(config, env_for, new, new_colour, url),
+        timeout=config.timeouts.hook,
+        log=lambda line: logger.info("[rehearse migrate] %s", line),
+    )
+    if not result.ok:
+        raise StepFailed(
+            f"{BROKE}: the migration failed on the scratch database", story(lines, result.output)
+        )
+    lines.append("new release's migrations applied to the scratch database")
+    if before is not None:
+        verdict = dataguard.compare(before, await _count(url, lines), plan)
+        if not verdict.ok:
+            shown = ", ".join(f"{t} {b} -> {a} rows" for t, (b, a) in verdict.lost.items())
+            raise StepFailed(f"{DESTROYS}: {shown}", story(lines, verdict.summary()))
+        lines.append(verdict.summary())
 
 
 # -- the data check ----------------------------------------------------------------------
