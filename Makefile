@@ -1,5 +1,5 @@
 # Two commands on a fresh machine with Python 3.11+ and make:
-#   make up     the clinic behind the blue/green router, with demo data
+#   make up     the clinic behind Envoy (HTTP and HTTPS), deployed blue/green, with demo data
 #   make test   ruff, mypy and the whole pytest suite
 PYTHON ?= python3
 VENV   := .venv
@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The clinic behind the blue/green router (:8000), dashboard and admin API (:8001), preview
-# listener (:8002), on one embedded PostgreSQL under var/, with demo data.
+# The clinic through Envoy on http://127.0.0.1:8000 and https://127.0.0.1:8443 (self-signed
+# certificate under var/), dashboard and admin API (:8001), preview listener (:8002), on one
+# embedded PostgreSQL under var/, with demo data.
 up: $(STAMP)
 	CLINIC_SEED_DEMO=1 $(BIN)/bluegreen up
 
@@ -37,7 +38,7 @@ test: lint typecheck pytest
 bench: $(STAMP)
 	$(BIN)/python bench/slots.py
 	$(BIN)/python bench/booking_race.py
-	$(BIN)/python bench/router.py
+	$(BIN)/python bench/dataplane.py
 	$(BIN)/python bench/signalling.py
 
 clean:

@@ -99,3 +99,39 @@ def percentile(values: list[float], q: float) -> float:
 def summary_ms(latencies_s: list[float]) -> tuple[float, float]:
     ms = [v * 1000 for v in latencies_s]
     return statistics.median(ms), percentile(ms, 0.95)
+
+
+@contextlib.contextmanager
+def clinic_colours(
+    url: str, colours: tuple[str, ...] = ("blue", "green")
+) -> Iterator[dict[str, str]]:
+    """One clinic instance per colour (``/version`` names it), on free ports; yields
+    ``{colour: base URL}``."""
+    with tempfile.TemporaryDirectory(prefix="clinic-var-") as var:
+        procs: list[subprocess.Popen[bytes]] = []
+        urls: dict[str, str] = {}
+        try:
+            for colour in colours:
+                port = free_port()
+                env = {**clinic_env(url, var), "PYTHONPATH": str(ROOT / "src")}
+                env["BLUEGREEN_COLOR"] = colour
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "clinic", "serve", "--port", str(port)],
+                        env=env,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                )
+                urls[colour] = f"http://127.0.0.1:{port}"
+            for base in urls.values():
+                wait_ready(base, timeout=180)  # imports take long on a busy machine
+            yield urls
+        finally:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()

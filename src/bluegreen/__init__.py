@@ -1,1 +1,1 @@
-"""Blue/green deployment system: router, controller and supervisor for the clinic app."""
+"""Blue/green deployments for the clinic: controller, supervisor, Envoy as data plane."""

@@ -5,8 +5,9 @@ Promises:
 * every endpoint but ``/login`` needs the admin token: ``Authorization: Bearer <token>``
   or the HttpOnly session cookie the login form sets; tokens are compared in constant
   time and never echoed;
-* JSON errors are ``{"error": <code>, "message": <text>}``; a deploy refused because
-  another one runs is a 409 whose message names the running deploy;
+* every error is a :class:`~bluegreen.errors.BluegreenError` answered with its own HTTP
+  status and the one JSON shape ``{"error": {"code": <code>, "message": <text>}}``; a deploy
+  refused because another one runs is a 409 whose message names the running deploy;
 * dashboard forms are protected against cross-site posts (SameSite=Strict cookie plus a
   token-derived CSRF field).
 
@@ -23,7 +24,8 @@ POST     /api/pause | /api/resume    hold requests / serve again
 POST     /api/maintenance            ``{"on": true|false}``
 GET      /api/logs/{instance}?lines  the instance's last output lines
 POST     /api/shutdown               stop the daemon (and everything it started)
-GET      /metrics                    Prometheus text from the router
+POST     /api/dataplane/restart      Envoy hot restart (new bootstrap; sockets handed over)
+GET      /metrics                    per-colour traffic (from the data plane), Prometheus text
 GET      /                           dashboard (HTML)
 =======  ==========================  ====================================================
 """
@@ -33,7 +35,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import html
-import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -43,13 +44,13 @@ from typing import Any
 
 from aiohttp import web
 
-from bluegreen.config import Config
-from bluegreen.controller import Controller, DeployRequest, NothingToDo, RollbackRefused
+from bluegreen.config import COLOURS, Config
+from bluegreen.controller import Controller, DeployRequest
 from bluegreen.dataplane.table import Mode
-from bluegreen.errors import BluegreenError, DeployInProgress
-from bluegreen.router.proxy import Router
+from bluegreen.errors import BadRequest, BluegreenError, Forbidden, NotFound, Unauthorised
 from bluegreen.state import Deploy, StateStore
-from bluegreen.supervisor import Supervisor
+from bluegreen.steps import ControlPlane
+from bluegreen.traffic import render_prometheus
 
 COOKIE = "bluegreen_session"
 JSON_LIMIT = 64 * 1024
@@ -63,11 +64,16 @@ class AdminContext:
     config: Config
     token: str
     controller: Controller
-    router: Router
-    supervisor: Supervisor
-    state: StateStore
     urls: dict[str, str]
     shutdown: Callable[[], None]
+
+    @property
+    def plane(self) -> ControlPlane:
+        return self.controller.plane
+
+    @property
+    def state(self) -> StateStore:
+        return self.controller.state
 
 
 _CTX: web.AppKey[AdminContext] = web.AppKey("bluegreen_admin", AdminContext)
@@ -89,8 +95,15 @@ def _authorised(request: web.Request, ctx: AdminContext) -> bool:
     )
 
 
-def _error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": code, "message": message}, status=status)
+@web.middleware
+async def _errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """The one place errors become answers: each with its own status, one JSON shape."""
+    try:
+        return await handler(request)
+    except BluegreenError as exc:
+        return web.json_response(exc.body(), status=exc.status)
 
 
 @web.middleware
@@ -99,22 +112,15 @@ async def _auth(
 ) -> web.StreamResponse:
     ctx = request.app[_CTX]
     if request.path == "/login" or _authorised(request, ctx):
-        try:
-            return await handler(request)
-        except DeployInProgress as exc:
-            return _error(409, exc.code, exc.message)
-        except (NothingToDo, RollbackRefused) as exc:
-            return _error(409, exc.code, exc.message)
-        except BluegreenError as exc:
-            return _error(400 if exc.exit_code == 2 else 500, exc.code, exc.message)
+        return await handler(request)
     if request.path.startswith("/api/") or request.path == "/metrics":
-        return _error(401, "unauthorised", "missing or wrong admin token (Authorization: Bearer)")
+        raise Unauthorised("missing or wrong admin token (Authorization: Bearer)")
     raise web.HTTPSeeOther("/login")
 
 
 def make_app(ctx: AdminContext) -> web.Application:
     """The admin aiohttp application for ``ctx``."""
-    app = web.Application(middlewares=[_auth], client_max_size=JSON_LIMIT)
+    app = web.Application(middlewares=[_errors, _auth], client_max_size=JSON_LIMIT)
     app[_CTX] = ctx
     r = app.router
     r.add_get("/api/status", api_status)
@@ -128,6 +134,7 @@ def make_app(ctx: AdminContext) -> web.Application:
     r.add_post("/api/maintenance", api_maintenance)
     r.add_get("/api/logs/{instance}", api_logs)
     r.add_post("/api/shutdown", api_shutdown)
+    r.add_post("/api/dataplane/restart", api_dataplane_restart)
     r.add_get("/metrics", metrics)
     r.add_get("/", dashboard)
     r.add_get("/login", login_form)
@@ -177,14 +184,15 @@ def deploy_json(d: Deploy) -> dict[str, Any]:
 def status_json(ctx: AdminContext) -> dict[str, Any]:
     """What ``GET /api/status`` answers."""
     cur = ctx.state.current()
-    table = ctx.router.table
+    table = ctx.plane.dataplane.table
     running = ctx.state.running_deploy()
     rates: dict[str, dict[str, float]] = {}
-    for colour in ("blue", "green"):
-        recent = [s for s in ctx.router.metrics.series(colour) if s[0] >= time.time() - 60]
+    for colour in COLOURS:
+        rps, eps = ctx.plane.traffic.rates(colour, 60.0)
         rates[colour] = {
-            "requests_per_s": round(sum(r for _, r, _ in recent) / 60, 2),
-            "errors_5xx_per_s": round(sum(e for _, _, e in recent) / 60, 2),
+            "requests_per_s": round(rps, 2),
+            "errors_5xx_per_s": round(eps, 2),
+            "error_rate": round(eps / rps, 4) if rps else 0.0,
         }
     return {
         "app": ctx.config.app.name,
@@ -212,7 +220,7 @@ def status_json(ctx: AdminContext) -> dict[str, Any]:
                 "restarts": i.restarts,
                 "live": i.colour == table.live,
             }
-            for i in ctx.supervisor.instances()
+            for i in ctx.plane.supervisor.instances()
         ],
         "rates_last_minute": rates,
         "urls": ctx.urls,
@@ -225,15 +233,9 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     try:
         data = await request.json()
     except (ValueError, UnicodeDecodeError):
-        raise web.HTTPBadRequest(
-            text=json.dumps({"error": "bad_request", "message": "body must be JSON"}),
-            content_type="application/json",
-        ) from None
+        raise BadRequest("body must be JSON") from None
     if not isinstance(data, dict):
-        raise web.HTTPBadRequest(
-            text=json.dumps({"error": "bad_request", "message": "body must be a JSON object"}),
-            content_type="application/json",
-        )
+        raise BadRequest("body must be a JSON object")
     return data
 
 
@@ -245,14 +247,14 @@ async def api_history(request: web.Request) -> web.Response:
     try:
         limit = max(1, min(500, int(request.query.get("limit", "20"))))
     except ValueError:
-        return _error(400, "bad_request", "limit must be an integer")
+        raise BadRequest("limit must be an integer") from None
     return web.json_response([deploy_json(d) for d in request.app[_CTX].state.history(limit)])
 
 
 async def api_deploy(request: web.Request) -> web.Response:
     d = request.app[_CTX].state.deploy(int(request.match_info["id"]))
     if d is None:
-        return _error(404, "not_found", f"no deploy #{request.match_info['id']}")
+        raise NotFound(f"no deploy #{request.match_info['id']}")
     return web.json_response(deploy_json(d))
 
 
@@ -266,19 +268,19 @@ async def api_start_deploy(request: web.Request) -> web.Response:
         body.get("env", {}),
     )
     if ref is not None and not isinstance(ref, str):
-        return _error(400, "bad_request", "ref must be a string")
+        raise BadRequest("ref must be a string")
     if path is not None and (not isinstance(path, str) or not Path(path).is_absolute()):
-        return _error(400, "bad_request", "path must be an absolute directory path")
+        raise BadRequest("path must be an absolute directory path")
     if ref is not None and path is not None:
-        return _error(400, "bad_request", "give either ref or path, not both")
+        raise BadRequest("give either ref or path, not both")
     if path is not None and not Path(path).is_dir():  # noqa: ASYNC240 - one stat call
-        return _error(400, "bad_request", f"{path}: not a directory")
+        raise BadRequest(f"{path}: not a directory")
     if not isinstance(manual, bool):
-        return _error(400, "bad_request", "manual must be a boolean")
+        raise BadRequest("manual must be a boolean")
     if not isinstance(env, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in env.items()
     ):
-        return _error(400, "bad_request", "env must be an object of strings")
+        raise BadRequest("env must be an object of strings")
     deploy_id = await ctx.controller.start_deploy(
         DeployRequest(ref=ref, path=Path(path) if path else None, manual=manual, env=env)
     )
@@ -303,12 +305,12 @@ async def api_rollback(request: web.Request) -> web.Response:
 
 
 async def api_pause(request: web.Request) -> web.Response:
-    request.app[_CTX].controller.set_mode("paused")
+    await request.app[_CTX].controller.set_mode("paused")
     return web.json_response({"mode": "paused"})
 
 
 async def api_resume(request: web.Request) -> web.Response:
-    request.app[_CTX].controller.set_mode("serving")
+    await request.app[_CTX].controller.set_mode("serving")
     return web.json_response({"mode": "serving"})
 
 
@@ -316,23 +318,37 @@ async def api_maintenance(request: web.Request) -> web.Response:
     body = await _json_body(request)
     on = body.get("on")
     if not isinstance(on, bool):
-        return _error(400, "bad_request", 'body must be {"on": true} or {"on": false}')
+        raise BadRequest('body must be {"on": true} or {"on": false}')
     mode: Mode = "maintenance" if on else "serving"
-    request.app[_CTX].controller.set_mode(mode)
+    await request.app[_CTX].controller.set_mode(mode)
     return web.json_response({"mode": mode})
 
 
 async def api_logs(request: web.Request) -> web.Response:
     ctx = request.app[_CTX]
-    inst = ctx.supervisor.get(request.match_info["instance"])
+    wanted = request.match_info["instance"]
+    inst = next((i for i in ctx.plane.supervisor.instances() if i.id == wanted), None)
     if inst is None:
-        known = ", ".join(i.id for i in ctx.supervisor.instances()) or "none"
-        return _error(404, "not_found", f"no instance {request.match_info['instance']}; {known}")
+        known = ", ".join(i.id for i in ctx.plane.supervisor.instances()) or "none"
+        raise NotFound(f"no instance {wanted}; {known}")
     try:
         lines = int(request.query.get("lines", "100"))
     except ValueError:
-        return _error(400, "bad_request", "lines must be an integer")
+        raise BadRequest("lines must be an integer") from None
     return web.json_response({"instance": inst.id, "lines": inst.logs(lines)})
+
+
+async def api_dataplane_restart(request: web.Request) -> web.Response:
+    ctx = request.app[_CTX]
+    started = time.monotonic()
+    pid = await ctx.controller.hot_restart_dataplane()
+    return web.json_response(
+        {
+            "pid": pid,
+            "message": f"envoy hot restarted (pid {pid}); listening sockets handed over",
+            "seconds": round(time.monotonic() - started, 3),
+        }
+    )
 
 
 async def api_shutdown(request: web.Request) -> web.Response:
@@ -341,7 +357,7 @@ async def api_shutdown(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    text = request.app[_CTX].router.metrics.render_prometheus()
+    text = render_prometheus(request.app[_CTX].plane.traffic.latest)
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 
@@ -433,10 +449,11 @@ async def dashboard(request: web.Request) -> web.Response:
     )
     now = int(time.time())
     chart = svg_chart(
-        {c: ctx.router.metrics.series(c) for c in ("blue", "green")}, now, CHART_SECONDS
+        {c: ctx.plane.traffic.series(c, CHART_SECONDS) for c in COLOURS}, now, CHART_SECONDS
     )
     rates = " · ".join(
-        f'<span class="{c}">{c}: {r["requests_per_s"]} req/s, {r["errors_5xx_per_s"]} 5xx/s</span>'
+        f'<span class="{c}">{c}: {r["requests_per_s"]} req/s, error rate '
+        f"{r['error_rate']:.2%} ({r['errors_5xx_per_s']} 5xx/s)</span>"
         for c, r in st["rates_last_minute"].items()
     )
     history = []
@@ -512,7 +529,7 @@ async def logout(request: web.Request) -> web.Response:
     if not hmac.compare_digest(
         str(form.get("csrf", "")).encode(), _derive(ctx.token, "csrf").encode()
     ):
-        return _error(403, "forbidden", "bad CSRF token")
+        raise Forbidden("bad CSRF token")
     resp = web.HTTPSeeOther("/login")
     resp.del_cookie(COOKIE, path="/")
     raise resp
@@ -524,7 +541,7 @@ async def ui_action(request: web.Request) -> web.Response:
     if not hmac.compare_digest(
         str(form.get("csrf", "")).encode(), _derive(ctx.token, "csrf").encode()
     ):
-        return _error(403, "forbidden", "bad CSRF token")
+        raise Forbidden("bad CSRF token")
     try:
         if request.match_info["action"] == "promote":
             deploy_id = await ctx.controller.promote()

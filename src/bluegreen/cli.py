@@ -29,8 +29,17 @@ from rich.table import Table
 
 from bluegreen.config import Config, load_config
 from bluegreen.controller import DeployRequest
-from bluegreen.daemon import LOG_FILE, ensure_token, read_info, read_token, run_daemon
+from bluegreen.daemon import (
+    LOG_FILE,
+    ensure_token,
+    read_info,
+    read_token,
+    run_daemon,
+    stop_leftovers,
+)
+from bluegreen.environment import base_env
 from bluegreen.errors import BluegreenError
+from bluegreen.hooks import squawk_executable
 
 app = typer.Typer(
     help="Blue/green deployments for an HTTP app described by bluegreen.toml.",
@@ -114,8 +123,7 @@ class Api:
         except ValueError:
             data = {"message": resp.text}
         if resp.status_code >= 400:
-            message = data.get("message", resp.text) if isinstance(data, dict) else resp.text
-            _fail(str(message), 2 if resp.status_code in (400, 401) else 1)
+            _fail(_error_message(data, resp.text), 2 if resp.status_code in (400, 401) else 1)
         return data
 
     def answers(self) -> bool:
@@ -126,9 +134,15 @@ class Api:
             return False
 
 
+def _error_message(data: object, text: str) -> str:
+    """The message of the admin API's one error shape, ``{"error": {"code", "message"}}``."""
+    if isinstance(data, dict) and isinstance(data.get("error"), dict):
+        return str(data["error"].get("message", text))
+    return text
+
+
 def _run_loop(main: Coroutine[Any, Any, int]) -> int:
-    """Run the daemon on uvloop when installed (it comes with uvicorn[standard]): the router's
-    per-request cost is mostly event-loop and socket work."""
+    """Run the daemon on uvloop when installed (it comes with uvicorn[standard])."""
     try:
         import uvloop
     except ImportError:
@@ -213,20 +227,24 @@ def up(
         if time.monotonic() > deadline:
             _fail(f"the daemon did not answer within {DETACH_TIMEOUT:g}s; see {log_path}")
         time.sleep(0.1)
+    https = f"{info.get('https')} and " if info.get("https") else ""
     console.print(
         f"bluegreen daemon started (pid {proc.pid}, log {log_path}); "
-        f"public {info.get('public')}, dashboard {info.get('admin')}/"
+        f"{config.app.name} on {https}{info.get('public')}, dashboard {info.get('admin')}/"
     )
 
 
 @app.command()
 def down(ctx: typer.Context) -> None:
-    """Stop the daemon: instances, router and database; wait for it to exit."""
+    """Stop everything: the daemon, its instances, Envoy and the database; wait for it."""
     config = _config(ctx)
     info = read_info(config)
     pid = info.get("pid") if info else None
     if not isinstance(pid, int) or not _pid_alive(pid):
-        console.print("bluegreen daemon is not running")
+        notes = asyncio.run(stop_leftovers(config))
+        console.print("bluegreen daemon is not running; stopped what it left serving")
+        for note in notes:
+            console.print(f"  {note}")
         return
     Api(config).call("POST", "/api/shutdown")
     deadline = time.monotonic() + 60
@@ -369,8 +387,9 @@ def _print_status(st: dict[str, Any]) -> None:
         f"mode {st['mode']}"
     )
     urls = st.get("urls", {})
+    https = f"https {urls['https']}  " if urls.get("https") else ""
     console.print(
-        f"public {urls.get('public')}  preview {urls.get('preview')}  "
+        f"{https}public {urls.get('public')}  preview {urls.get('preview')}  "
         f"dashboard {urls.get('admin')}/"
     )
     table = Table("instance", "colour", "release", "pid", "port", "state", "health", "restarts")
@@ -388,7 +407,10 @@ def _print_status(st: dict[str, Any]) -> None:
         )
     console.print(table)
     for c, r in st["rates_last_minute"].items():
-        console.print(f"{c}: {r['requests_per_s']} req/s, {r['errors_5xx_per_s']} 5xx/s (1 min)")
+        console.print(
+            f"{c}: {r['requests_per_s']} req/s, error rate {r.get('error_rate', 0.0):.2%} "
+            f"({r['errors_5xx_per_s']} 5xx/s, last minute)"
+        )
     running = st.get("running_deploy")
     if running:
         step = next((s["name"] for s in running["steps"] if s["status"] == "running"), "?")
@@ -412,9 +434,7 @@ def lint_migrations(
     mig = cfg.migrations
     if mig is None:
         _fail("bluegreen.toml has no [migrations] section", 2)
-    env = {**os.environ, **cfg.app.env}
-    if cfg.state.dir_env:
-        env[cfg.state.dir_env] = str(cfg.state.dir)
+    env = {**os.environ, **base_env(cfg)}
     python = sys.executable
     values = {"python": python, "release": "working-tree", "release_dir": cfg.root, "colour": "-"}
     if not every and cfg.database is not None:
@@ -438,10 +458,9 @@ def lint_migrations(
     except BluegreenError as exc:
         _fail(exc.message)
     squawk_cfg = cfg.root / mig.squawk_config
-    beside = Path(sys.executable).parent / "squawk"
     findings = lint(
         plan,
-        squawk_executable=str(beside) if beside.exists() else "squawk",
+        squawk_executable=squawk_executable(),
         squawk_config=squawk_cfg if squawk_cfg.is_file() else None,
     )
     refusals = []
@@ -541,6 +560,18 @@ def logs(
         out = api.call("GET", f"/api/logs/{iid}?lines={lines}")
         for line in out["lines"]:
             print(f"{iid} | {line}")
+
+
+dataplane_app = typer.Typer(help="The data plane (Envoy).", no_args_is_help=True)
+app.add_typer(dataplane_app, name="dataplane")
+
+
+@dataplane_app.command("restart")
+def dataplane_restart(ctx: typer.Context) -> None:
+    """Hot-restart Envoy (after a bootstrap change or an upgrade of the envoy wheel): the new
+    Envoy takes over the listening sockets, no connection is refused."""
+    answer = Api(_config(ctx), timeout=120).call("POST", "/api/dataplane/restart")
+    console.print(f"{answer['message']} ({answer['seconds']:.2f}s)")
 
 
 def _invoke(argv: list[str] | None) -> object:

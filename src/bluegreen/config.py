@@ -24,9 +24,14 @@ resolved against the directory holding ``bluegreen.toml``.
     green = 1
 
     [listen]                              # HOST:PORT ("[::1]:8000" for IPv6); port 0 = any
-    public = "127.0.0.1:8000"
-    preview = "127.0.0.1:8002"
-    admin = "127.0.0.1:8001"
+    public = "127.0.0.1:8000"             # Envoy: plain HTTP
+    https = "127.0.0.1:8443"              # Envoy: HTTPS ("" = off)
+    preview = "127.0.0.1:8002"            # Envoy: the candidate colour before the switch
+    admin = "127.0.0.1:8001"              # bluegreen's admin API and dashboard
+    envoy_admin = ""                      # Envoy's own admin: loopback or a socket path
+
+    [tls] [limits] [proxy]                # the data plane's TLS, limits and balancing:
+                                          # see bluegreen.dataplane.settings for every key
 
     [timeouts]                            # seconds (int or float)
     start = 30                            # > 0: process start to first answer
@@ -97,6 +102,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
+from bluegreen.dataplane.settings import AppPaths, DataPlaneSettings, parse_settings
 from bluegreen.errors import ConfigError
 
 Colour = Literal["blue", "green"]
@@ -116,6 +122,11 @@ SCRATCH_DROP_PLACEHOLDERS: frozenset[str] = COMMON_PLACEHOLDERS | {"url"}
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+def http_url(host: str, port: int, scheme: str = "http") -> str:
+    """``scheme://host:port``, an IPv6 host in brackets: the one place URLs are formatted."""
+    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
+
+
 @dataclass(frozen=True, slots=True)
 class Address:
     """A listen address; ``port == 0`` means "any free port"."""
@@ -124,13 +135,12 @@ class Address:
     port: int
 
     def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        return http_url(self.host, self.port).removeprefix("http://")
 
     @property
     def url(self) -> str:
         """``http://host:port`` (only meaningful once the port is known)."""
-        return f"http://{self}"
+        return http_url(self.host, self.port)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +170,13 @@ class AppConfig:
     ready_path: str = "/healthz/ready"
     version_path: str = "/version"
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def paths(self) -> AppPaths:
+        """The contract paths, as the data plane takes them."""
+        return AppPaths(
+            ready_path=self.ready_path, live_path=self.live_path, version_path=self.version_path
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +302,7 @@ class Config:
     state: StateConfig
     database: DatabaseConfig | None = None
     migrations: MigrationsConfig | None = None
+    dataplane: DataPlaneSettings = field(default_factory=DataPlaneSettings)
     admin_token: str | None = field(default=None, repr=False)
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -307,7 +325,9 @@ class Config:
             environ={ADMIN_TOKEN_ENV: self.admin_token} if self.admin_token is not None else {},
         )
 
-    def with_ports(self, *, public: int = 0, preview: int = 0, admin: int = 0) -> Config:
+    def with_ports(
+        self, *, public: int = 0, preview: int = 0, admin: int = 0, https: int = 0
+    ) -> Config:
         """Same config listening on these ports (default 0 = any free port)."""
         return replace(
             self,
@@ -316,6 +336,7 @@ class Config:
                 preview=replace(self.listen.preview, port=preview),
                 admin=replace(self.listen.admin, port=admin),
             ),
+            dataplane=self.dataplane.with_ports(public=public, https=https, preview=preview),
         )
 
 
@@ -360,6 +381,9 @@ def parse_config(
             "state",
             "database",
             "migrations",
+            "tls",
+            "limits",
+            "proxy",
         },
     )
     app = _parse_app(_section(data, "app", required=True))
@@ -400,6 +424,7 @@ def parse_config(
         state=state,
         database=database,
         migrations=migrations,
+        dataplane=parse_settings(data, base_dir=root),
         admin_token=_admin_token(environ),
         raw=MappingProxyType(
             {k: dict(v) if isinstance(v, Mapping) else v for k, v in data.items()}
@@ -569,7 +594,8 @@ def _parse_replicas(sec: Mapping[str, Any]) -> ReplicasConfig:
 
 
 def _parse_listen(sec: Mapping[str, Any]) -> ListenConfig:
-    _only_keys(sec, "listen", {"public", "preview", "admin"})
+    # https and envoy_admin are the data plane's (bluegreen.dataplane.settings)
+    _only_keys(sec, "listen", {"public", "preview", "admin", "https", "envoy_admin"})
     defaults = ListenConfig()
     addrs: dict[str, Address] = {}
     for key in ("public", "preview", "admin"):

@@ -1,15 +1,16 @@
-"""The long-running bluegreen process: router + admin API + supervisor + controller.
+"""The long-running bluegreen process: admin API + supervisor + controller, driving Envoy.
 
 Promises:
 
-* :meth:`Daemon.start` binds the router and the admin API, obtains the shared database
+* :meth:`Daemon.start` starts (or adopts) Envoy, binds the admin API, obtains the shared database
   URL (``[database] url_command``) before any instance starts, recovers from an
   interrupted run and serves what the state store says is live;
-* :meth:`Daemon.stop` stops everything it started, in order: the running deploy
-  (aborted), the admin API, every instance, the router, then the database
-  (``stop_command``); it is safe to call twice;
-* :func:`run_daemon` runs it in the foreground until SIGINT/SIGTERM or
-  ``POST /api/shutdown``;
+* :meth:`Daemon.stop` stops everything, in order: the running deploy (interrupted), the
+  admin API, every instance, Envoy, then the database (``stop_command``); with
+  ``everything=False`` only the daemon: Envoy, the instances and the database keep serving,
+  and the next daemon adopts them. It is safe to call twice;
+* :func:`run_daemon` runs it in the foreground until SIGINT (everything), SIGTERM (the
+  daemon alone) or ``POST /api/shutdown`` (everything); SIGHUP stops nothing;
 * ``<state dir>/daemon.json`` (pid and URLs) and ``daemon.pid`` exist exactly while the
   daemon runs; the admin token lives in ``<state dir>/admin-token`` (mode 0600) unless
   ``BLUEGREEN_ADMIN_TOKEN`` is set.
@@ -30,15 +31,19 @@ from pathlib import Path
 
 from aiohttp import web
 
+from bluegreen import processes
 from bluegreen.admin import AdminContext, make_app
-from bluegreen.config import Config, DatabaseConfig
+from bluegreen.config import Config, DatabaseConfig, http_url
 from bluegreen.controller import Controller, DeployRequest
-from bluegreen.errors import BluegreenError
-from bluegreen.hooks import run_hook
+from bluegreen.dataplane.envoy import Envoy
+from bluegreen.environment import Environment, base_env
+from bluegreen.errors import DatabaseError
+from bluegreen.hooks import render, run_hook
 from bluegreen.release import Release
-from bluegreen.router.proxy import Router
 from bluegreen.state import StateStore
-from bluegreen.supervisor import Supervisor
+from bluegreen.steps import ControlPlane
+from bluegreen.supervisor import Instance, Supervisor
+from bluegreen.traffic import StatsHistory
 
 logger = logging.getLogger(__name__)
 
@@ -46,12 +51,6 @@ TOKEN_FILE = "admin-token"  # noqa: S105 - a file name
 INFO_FILE = "daemon.json"
 PID_FILE = "daemon.pid"
 LOG_FILE = "daemon.log"
-
-
-class DatabaseError(BluegreenError):
-    """The shared database could not be obtained."""
-
-    code = "database_failed"
 
 
 def token_path(config: Config) -> Path:
@@ -94,10 +93,6 @@ def read_info(config: Config) -> dict[str, object] | None:
     return data if isinstance(data, dict) else None
 
 
-def _url(host: str, port: int) -> str:
-    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
-
-
 class Database:
     """Runs ``[database] url_command`` once and ``stop_command`` at the end."""
 
@@ -112,7 +107,7 @@ class Database:
     def _argv(self, which: str, release: Release) -> list[str]:
         template = self.config.url_command if which == "url" else self.config.stop_command
         assert template is not None
-        return template.render(python=release.python, release=release.id, release_dir=release.dir)
+        return render(template, release, None)
 
     async def env_for(self, release: Release) -> dict[str, str]:
         """``{env: url}``, running ``url_command`` from ``release`` the first time."""
@@ -136,10 +131,14 @@ class Database:
                 logger.info("database ready (%s)", self.url.split("@")[-1])
             return {self.config.env: self.url}
 
-    async def stop(self, release: Release | None) -> None:
-        """Run ``stop_command`` (from ``release`` or the one that started it), if any."""
+    async def stop(self, release: Release | None, *, started_here: bool = True) -> None:
+        """Run ``stop_command`` (from ``release`` or the one that started it), if any;
+        ``started_here=False``: also when this process never asked for the URL (the
+        database a dead daemon left running)."""
         release = release if release is not None and release.dir.is_dir() else self._release
-        if self.url is None or self.config.stop_command is None or release is None:
+        if self.config.stop_command is None or release is None:
+            return
+        if self.url is None and started_here:
             return
         result = await run_hook(
             self._argv("stop", release),
@@ -175,37 +174,48 @@ class Daemon:
         self.write_files = write_files
         self.stopped = asyncio.Event()
         self._shutdown = asyncio.Event()
+        self._stop_everything = True
         self._started = False
-        base_env = dict(config.app.env)
-        if config.state.dir_env:
-            base_env[config.state.dir_env] = str(config.state.dir)
+        self._adopted = False
         self.database = (
-            Database(config.database, base_env, config.timeouts.hook)
+            Database(config.database, base_env(config), config.timeouts.hook)
             if config.database is not None
             else None
         )
         self.state = StateStore(config.state.db_path)
-        self.router = Router(
-            public=(config.listen.public.host, config.listen.public.port),
-            preview=(config.listen.preview.host, config.listen.preview.port),
-            on_backend_error=lambda b: self.controller.backend_failed(b),
-        )
+        self.envoy = Envoy(config.dataplane, state_dir=config.state.dir, app_paths=config.app.paths)
+        # Envoy health-checks the instances itself: the supervisor's health is for
+        # readiness gates and status, not routing.
         self.supervisor = Supervisor(
-            on_change=lambda: self.controller.rebuild(),
+            on_change=lambda: None,
             log_dir=config.state.logs_dir,
             poll_interval=poll_interval,
+            on_process=self._record_instance,
         )
-        self.controller = Controller(
+        self.rehearsal_runner = Supervisor(
+            on_change=lambda: None, log_dir=config.state.logs_dir, poll_interval=poll_interval
+        )
+        self.plane = ControlPlane(
             config=config,
-            router=self.router,
-            supervisor=self.supervisor,
             state=self.state,
+            supervisor=self.supervisor,
+            dataplane=self.envoy,
+            rehearsal_runner=self.rehearsal_runner,
+            environment=Environment(
+                config, self.database.env_for if self.database is not None else None
+            ),
+            traffic=StatsHistory(),
             python=python,
-            env_provider=self.database.env_for if self.database is not None else None,
         )
+        self.controller = Controller(self.plane)
         self._admin: web.AppRunner | None = None
         self.urls: dict[str, str] = {}
         self.initial_deploy: int | None = None
+
+    @property
+    def https_url(self) -> str | None:
+        """The HTTPS listener's URL (after :meth:`start`), if TLS is on."""
+        return self.urls.get("https")
 
     @property
     def admin_url(self) -> str:
@@ -222,9 +232,29 @@ class Daemon:
         """The preview listener's URL (after :meth:`start`)."""
         return self.urls["preview"]
 
-    def request_shutdown(self) -> None:
-        """Ask :meth:`wait` to return (the caller then calls :meth:`stop`)."""
+    def _record_instance(self, inst: Instance) -> None:
+        if inst.pid is None:
+            self.state.forget_instance(inst.id)
+        else:
+            self.state.record_instance(
+                inst.id,
+                colour=inst.colour,
+                release_id=inst.release.id,
+                host=inst.host,
+                port=inst.port,
+                pid=inst.pid,
+            )
+
+    def request_shutdown(self, *, everything: bool = True) -> None:
+        """Ask :meth:`wait` to return (the caller then calls :meth:`stop`): ``everything``
+        (``bluegreen down``, Ctrl-C) or the daemon alone, traffic going on (SIGTERM)."""
+        self._stop_everything = everything
         self._shutdown.set()
+
+    @property
+    def stop_everything(self) -> bool:
+        """What the requested shutdown stops: everything, or the daemon alone."""
+        return self._stop_everything
 
     async def wait(self) -> None:
         """Until shutdown is requested."""
@@ -235,18 +265,13 @@ class Daemon:
         self._started = True
         cfg = self.config
         try:
-            await self.router.start()
-            self.urls["public"] = _url(cfg.listen.public.host, self.router.public_port)
-            preview_port = self.router.preview_port
-            assert preview_port is not None
-            self.urls["preview"] = _url(cfg.listen.preview.host, preview_port)
+            self._adopted = adopted = await self.envoy.start()
+            logger.info("envoy %s (pid %s)", "adopted" if adopted else "started", self.envoy.pid)
+            self.urls.update(self.envoy.urls())
             ctx = AdminContext(
                 config=cfg,
                 token=self.token,
                 controller=self.controller,
-                router=self.router,
-                supervisor=self.supervisor,
-                state=self.state,
                 urls=self.urls,
                 shutdown=self.request_shutdown,
             )
@@ -255,13 +280,14 @@ class Daemon:
             site = web.TCPSite(self._admin, cfg.listen.admin.host, cfg.listen.admin.port)
             await site.start()
             admin_port = int(self._admin.addresses[0][1])
-            self.urls["admin"] = _url(cfg.listen.admin.host, admin_port)
+            self.urls["admin"] = http_url(cfg.listen.admin.host, admin_port)
             self._write_files()
             await self.controller.start()
             if self.state.current().live_colour is None and self.initial is not None:
                 self.initial_deploy = await self.controller.start_deploy(self.initial)
         except BaseException:
-            await self.stop()
+            # What this daemon adopted serves on: a failed start must not take it down.
+            await self.stop(everything=not self._adopted)
             raise
 
     def _write_files(self) -> None:
@@ -285,8 +311,11 @@ class Daemon:
                 if path.read_text(encoding="utf-8").find(str(os.getpid())) >= 0:
                     path.unlink()
 
-    async def stop(self) -> None:
-        """Stop everything started, in reverse order. Idempotent."""
+    async def stop(self, *, everything: bool = True) -> None:
+        """Stop what runs, in reverse order. ``everything``: instances, Envoy and the database
+        too; otherwise only the daemon (a running deploy is interrupted and cleaned up) and
+        Envoy, the instances and the database keep serving for the next daemon to adopt.
+        Idempotent."""
         if self.stopped.is_set() or not self._started:
             self.stopped.set()
             return
@@ -295,8 +324,13 @@ class Daemon:
             if self._admin is not None:
                 await self._admin.cleanup()
                 self._admin = None
+            await self.rehearsal_runner.stop_all()
+            if not everything:
+                await self.supervisor.detach_all()
+                logger.info("daemon stopped; Envoy, instances and database keep serving")
+                return
             await self.supervisor.stop_all()
-            await self.router.stop()
+            await self.envoy.stop()
             if self.database is not None:
                 cur = self.state.current()
                 live = (
@@ -311,6 +345,37 @@ class Daemon:
             self.stopped.set()
 
 
+async def stop_leftovers(config: Config) -> list[str]:
+    """``bluegreen down`` with no daemon (it died): stop what it left serving, Envoy, every
+    process of this state dir and the database. What was stopped, line by line."""
+    notes: list[str] = []
+    envoy = Envoy(config.dataplane, state_dir=config.state.dir, app_paths=config.app.paths)
+    await envoy.stop()
+    for pid, env in processes.marked(config.state.dir).items():
+        await processes.kill_group(pid, grace=10.0)
+        notes.append(f"stopped {env.get(processes.INSTANCE_ENV, 'a hook')} (pid {pid})")
+    if not config.state.db_path.exists():
+        return notes
+    with StateStore(config.state.db_path) as state:
+        for inst in state.instances():
+            state.forget_instance(inst.id)
+        cur = state.current()
+        rec = state.release(cur.live_release) if cur.live_release else None
+    if config.database is not None and rec is not None and rec.path.is_dir():
+        release = Release(
+            id=rec.id,
+            dir=rec.path,
+            python=rec.venv_path / "bin" / "python",
+            deps_hash=rec.deps_hash,
+            source="state",
+            venv=rec.venv_path,
+        )
+        db = Database(config.database, base_env(config), config.timeouts.hook)
+        await db.stop(release, started_here=False)
+        notes.append("database stop command run")
+    return notes
+
+
 async def run_daemon(
     config: Config,
     *,
@@ -318,26 +383,34 @@ async def run_daemon(
     initial: DeployRequest | None,
     announce: bool = True,
 ) -> int:
-    """Run a daemon in the foreground until SIGINT/SIGTERM or ``/api/shutdown``."""
+    """Run a daemon in the foreground until a signal or ``/api/shutdown``.
+
+    SIGINT (Ctrl-C) and ``/api/shutdown`` (``bluegreen down``) stop everything; SIGTERM stops
+    the daemon alone (an upgrade, a restart: Envoy, instances and database keep serving);
+    SIGHUP (a closed terminal) is ignored: nothing goes down.
+    """
     daemon = Daemon(config, token=token, initial=initial)
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, daemon.request_shutdown)
+    loop.add_signal_handler(signal.SIGINT, daemon.request_shutdown)
+    loop.add_signal_handler(signal.SIGTERM, lambda: daemon.request_shutdown(everything=False))
+    loop.add_signal_handler(signal.SIGHUP, lambda: logger.info("SIGHUP ignored: nothing stops"))
     try:
         await daemon.start()
         if announce:
+            https = f" and {daemon.https_url}" if daemon.https_url else ""
             print(
-                f"bluegreen: {config.app.name} public {daemon.public_url}, preview "
-                f"{daemon.preview_url}, dashboard {daemon.admin_url}/",
+                f"bluegreen: {config.app.name} on {daemon.public_url}{https} (through Envoy), "
+                f"preview {daemon.preview_url}, dashboard {daemon.admin_url}/",
                 flush=True,
             )
             if daemon.initial_deploy is not None:
                 print(f"bluegreen: first deploy #{daemon.initial_deploy} started", flush=True)
         await daemon.wait()
         if announce:
-            print("bluegreen: stopping", flush=True)
+            what = "everything" if daemon.stop_everything else "the daemon (traffic goes on)"
+            print(f"bluegreen: stopping {what}", flush=True)
     finally:
-        await daemon.stop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        await daemon.stop(everything=daemon.stop_everything)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
     return 0

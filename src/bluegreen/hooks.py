@@ -50,7 +50,8 @@ def render(
     }
     if colour is not None:
         values["colour"] = colour
-    return template.render(**values)
+    argv: list[str] = template.render(**values)
+    return argv
 
 
 def squawk_executable() -> str:

@@ -29,17 +29,17 @@ from typing import Literal, cast
 from bluegreen.config import COLOURS, Colour
 from bluegreen.errors import DeployInProgress, StateError
 
-DeployStatus = Literal["running", "succeeded", "failed", "aborted", "rolled_back"]
+DeployStatus = Literal["running", "succeeded", "failed", "aborted", "rolled_back", "interrupted"]
 StepStatus = Literal["running", "ok", "failed", "skipped"]
 
 DEPLOY_STATUSES: frozenset[str] = frozenset(
-    {"running", "succeeded", "failed", "aborted", "rolled_back"}
+    {"running", "succeeded", "failed", "aborted", "rolled_back", "interrupted"}
 )
 FINAL_DEPLOY_STATUSES: frozenset[str] = DEPLOY_STATUSES - {"running"}
 STEP_STATUSES: frozenset[str] = frozenset({"running", "ok", "failed", "skipped"})
 FINAL_STEP_STATUSES: frozenset[str] = STEP_STATUSES - {"running"}
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 OUTPUT_LIMIT = 16 * 1024
 """Characters of a step's output kept in the store (the tail: see :func:`tail`)."""
 
@@ -49,11 +49,13 @@ CREATE TABLE IF NOT EXISTS deploys (
     release_id  TEXT NOT NULL,
     source      TEXT NOT NULL,
     status      TEXT NOT NULL CHECK (status IN
-                    ('running', 'succeeded', 'failed', 'aborted', 'rolled_back')),
+                    ('running', 'succeeded', 'failed', 'aborted', 'rolled_back', 'interrupted')),
     started_at  TEXT NOT NULL,
     finished_at TEXT,
     error       TEXT,
-    manual      INTEGER NOT NULL DEFAULT 0
+    manual      INTEGER NOT NULL DEFAULT 0,
+    scratch_url TEXT,
+    migrate_from TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS deploys_one_running ON deploys (status)
     WHERE status = 'running';
@@ -78,6 +80,16 @@ CREATE TABLE IF NOT EXISTS current (
     updated_at       TEXT NOT NULL
 );
 
+CREATE TABLE IF NOT EXISTS instances (
+    id          TEXT PRIMARY KEY,
+    colour      TEXT NOT NULL CHECK (colour IN ('blue', 'green')),
+    release_id  TEXT NOT NULL,
+    host        TEXT NOT NULL,
+    port        INTEGER NOT NULL,
+    pid         INTEGER,
+    updated_at  TEXT NOT NULL
+);
+
 CREATE TABLE IF NOT EXISTS releases (
     id             TEXT PRIMARY KEY,
     path           TEXT NOT NULL,
@@ -86,6 +98,30 @@ CREATE TABLE IF NOT EXISTS releases (
     created_at     TEXT NOT NULL,
     migration_head TEXT
 );
+"""
+
+# Version 2: deploys may end "interrupted" and remember their scratch database; instances
+# are recorded so that a restarted daemon can adopt them.
+_V1_TO_V2 = """
+ALTER TABLE deploys RENAME TO deploys_v1;
+DROP INDEX IF EXISTS deploys_one_running;
+CREATE TABLE deploys (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    release_id  TEXT NOT NULL,
+    source      TEXT NOT NULL,
+    status      TEXT NOT NULL CHECK (status IN
+                    ('running', 'succeeded', 'failed', 'aborted', 'rolled_back', 'interrupted')),
+    started_at  TEXT NOT NULL,
+    finished_at TEXT,
+    error       TEXT,
+    manual      INTEGER NOT NULL DEFAULT 0,
+    scratch_url TEXT,
+    migrate_from TEXT
+);
+INSERT INTO deploys (id, release_id, source, status, started_at, finished_at, error, manual)
+    SELECT id, release_id, source, status, started_at, finished_at, error, manual
+    FROM deploys_v1;
+DROP TABLE deploys_v1
 """
 
 
@@ -150,6 +186,18 @@ class Current:
 
 
 @dataclass(frozen=True, slots=True)
+class InstanceRecord:
+    """An instance process a daemon started (kept so that the next daemon adopts it)."""
+
+    id: str
+    colour: Colour
+    release_id: str
+    host: str
+    port: int
+    pid: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class ReleaseRecord:
     """A materialised release as recorded in the database."""
 
@@ -188,8 +236,9 @@ class StateStore:
         )
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        # Off while the schema may be rebuilt (a table rebuild drops the parent table).
+        self._db.execute("PRAGMA foreign_keys=OFF")
         with self._tx() as db:
             version = int(db.execute("PRAGMA user_version").fetchone()[0])
             if version > SCHEMA_VERSION:
@@ -197,10 +246,15 @@ class StateStore:
                     f"{path}: state schema version {version} is newer than this bluegreen "
                     f"({SCHEMA_VERSION}); upgrade bluegreen"
                 )
+            if version == 1:
+                for statement in _V1_TO_V2.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        self._db.execute("PRAGMA foreign_keys=ON")
 
     # ------------------------------------------------------------------ plumbing
 
@@ -395,15 +449,43 @@ class StateStore:
         """At controller startup: the deploy a previous controller left running, if any."""
         return self.running_deploy()
 
-    def abort_interrupted(self, reason: str) -> Deploy | None:
-        """Mark the interrupted deploy aborted (its running step failed); return it as now."""
+    def abort_interrupted(self, reason: str, status: DeployStatus = "aborted") -> Deploy | None:
+        """Mark the interrupted deploy ``status`` (its running step failed); return it as now."""
         with self._tx() as db:
             row = db.execute("SELECT id FROM deploys WHERE status = 'running'").fetchone()
             if row is None:
                 return None
             deploy_id = int(row["id"])
-            self._finish(db, deploy_id, "aborted", reason, step_note=f"interrupted: {reason}")
+            self._finish(db, deploy_id, status, reason, step_note=f"interrupted: {reason}")
         return self.deploy(deploy_id)
+
+    def set_scratch(self, deploy_id: int, url: str | None) -> None:
+        """Remember (or forget, ``None``) the scratch database a deploy created, so that it
+        can be dropped after a crash."""
+        with self._tx() as db:
+            db.execute("UPDATE deploys SET scratch_url = ? WHERE id = ?", (url, deploy_id))
+
+    def set_migrate_from(self, deploy_id: int, revision: str) -> None:
+        """Remember the schema revision before the deploy's migrate hook runs ("" = empty),
+        so that an interrupted deploy's migration can be undone."""
+        with self._tx() as db:
+            db.execute("UPDATE deploys SET migrate_from = ? WHERE id = ?", (revision, deploy_id))
+
+    def migrate_from(self, deploy_id: int) -> str | None:
+        """The revision before the deploy migrated; ``None`` if it never started migrating."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT migrate_from FROM deploys WHERE id = ?", (deploy_id,)
+            ).fetchone()
+        return None if row is None else row["migrate_from"]
+
+    def scratch(self, deploy_id: int) -> str | None:
+        """The scratch database a deploy created and did not drop, if any."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT scratch_url FROM deploys WHERE id = ?", (deploy_id,)
+            ).fetchone()
+        return None if row is None else row["scratch_url"]
 
     # ------------------------------------------------------------------ current
 
@@ -458,6 +540,43 @@ class StateStore:
                 (live_colour, live_release, previous, json.dumps(colours), self._now()),
             )
         return self.current()
+
+    # ------------------------------------------------------------------ instances
+
+    def record_instance(
+        self, id: str, *, colour: Colour, release_id: str, host: str, port: int, pid: int | None
+    ) -> None:
+        """Remember (or update) an instance process."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO instances (id, colour, release_id, host, port, pid, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                "colour = excluded.colour, release_id = excluded.release_id, "
+                "host = excluded.host, port = excluded.port, pid = excluded.pid, "
+                "updated_at = excluded.updated_at",
+                (id, colour, release_id, host, port, pid, self._now()),
+            )
+
+    def forget_instance(self, id: str) -> None:
+        """The instance was stopped."""
+        with self._tx() as db:
+            db.execute("DELETE FROM instances WHERE id = ?", (id,))
+
+    def instances(self) -> list[InstanceRecord]:
+        """Every recorded instance, oldest first."""
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM instances ORDER BY rowid").fetchall()
+        return [
+            InstanceRecord(
+                id=str(r["id"]),
+                colour=cast(Colour, r["colour"]),
+                release_id=str(r["release_id"]),
+                host=str(r["host"]),
+                port=int(r["port"]),
+                pid=None if r["pid"] is None else int(r["pid"]),
+            )
+            for r in rows
+        ]
 
     # ------------------------------------------------------------------ releases
 

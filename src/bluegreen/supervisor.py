@@ -2,9 +2,12 @@
 
 Promises:
 
-* each instance runs in its own process group (session) on a port picked for
-  it; its combined stdout/stderr goes to ``<log_dir>/<id>.log`` and a ring of
-  the last lines (:meth:`Instance.logs`);
+* each instance runs in its own session on a port picked for it, so it outlives the
+  daemon; its combined stdout/stderr goes straight to ``<log_dir>/<id>.log`` (never through
+  a pipe to the daemon), whose tail :meth:`Instance.logs` reads;
+* :meth:`Supervisor.adopt` takes over an instance a previous daemon started;
+  :meth:`Supervisor.detach_all` lets go of every instance without stopping it;
+  ``on_process`` is told each instance's pid whenever it changes (``None``: stopped);
 * health = the ready path answering 2xx. It is probed every ``poll_interval``
   (faster while not healthy); ``unhealthy_after`` consecutive failures, a
   process exit, or :meth:`Supervisor.mark_failed` make the instance unhealthy,
@@ -40,14 +43,17 @@ from typing import IO, Literal
 
 import httpx
 
-from bluegreen.config import Colour
+from bluegreen import processes
+from bluegreen.config import Colour, http_url
+from bluegreen.environment import instance_env
 from bluegreen.errors import ReadyTimeout
-from bluegreen.hooks import child_env, kill_group
+from bluegreen.hooks import child_env
 from bluegreen.release import Release
 
 logger = logging.getLogger(__name__)
 
 InstanceState = Literal["starting", "running", "crashed", "stopping", "stopped"]
+LOG_TAIL_BYTES = 256 * 1024
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -97,9 +103,10 @@ class Instance:
         self.last_exit_code: int | None = None
         self._ring: collections.deque[str] = collections.deque(maxlen=ring_lines)
         self._logfile: IO[str] | None = None
-        self._proc: asyncio.subprocess.Process | None = None
+        self._adopt_pid: int | None = None  # a running process to watch before starting one
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._recycling = False
         self._stop_event = asyncio.Event()
         self._failures = 0
         self._healthy_since: float | None = None
@@ -113,13 +120,26 @@ class Instance:
     @property
     def url(self) -> str:
         """``http://host:port`` of the instance."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return http_url(self.host, self.port)
 
     def logs(self, lines: int | None = None) -> list[str]:
-        """The last ``lines`` output lines (all kept ones by default)."""
-        kept = list(self._ring)
-        return kept if lines is None else kept[-lines:] if lines > 0 else []
+        """The last ``lines`` lines of the instance's log file (its output and the
+        supervisor's notes; the last ``ring_lines`` by default)."""
+        want = self._ring.maxlen or 500 if lines is None else lines
+        if want <= 0:
+            return []
+        try:
+            with self.log_path.open("rb") as f:
+                f.seek(0, os.SEEK_END)
+                size = f.tell()
+                f.seek(max(0, size - LOG_TAIL_BYTES))
+                data = f.read()
+        except OSError:
+            return list(self._ring)[-want:]
+        text = data.decode("utf-8", "replace").splitlines()
+        if size > LOG_TAIL_BYTES:
+            text = text[1:]  # the first line is probably cut
+        return text[-want:]
 
     def _log(self, line: str) -> None:
         self._ring.append(line)
@@ -138,6 +158,7 @@ class Supervisor:
         *,
         on_change: Callable[[], None],
         log_dir: Path,
+        on_process: Callable[[Instance], None] | None = None,
         host: str = "127.0.0.1",
         poll_interval: float = 0.5,
         starting_poll_interval: float = 0.1,
@@ -150,6 +171,8 @@ class Supervisor:
         ring_lines: int = 500,
     ) -> None:
         self._on_change = on_change
+        self._on_process_cb = on_process
+        self._detached = False
         self.log_dir = log_dir
         self.host = host
         self.poll_interval = poll_interval
@@ -205,15 +228,7 @@ class Supervisor:
         argv = list(command_for(port))  # fail here, to the caller, on a broken template
         if not argv:
             raise ValueError(f"instance {id!r}: empty command")
-        full_env = {
-            **release.env(),
-            **env,
-            "BLUEGREEN_RELEASE": release.id,
-            "BLUEGREEN_COLOUR": colour,
-            "BLUEGREEN_COLOR": colour,
-            "BLUEGREEN_INSTANCE": id,
-            "BLUEGREEN_PORT": str(port),
-        }
+        full_env = instance_env(release, colour, env, instance_id=id, port=port)
         inst = Instance(
             id=id,
             colour=colour,
@@ -234,6 +249,71 @@ class Supervisor:
         self._notify()
         return inst
 
+    def adopt(
+        self,
+        *,
+        id: str,
+        colour: Colour,
+        release: Release,
+        pid: int,
+        port: int,
+        command_for: Callable[[int], Sequence[str]],
+        env: Mapping[str, str],
+        cwd: Path,
+        live_path: str,
+        ready_path: str,
+    ) -> Instance:
+        """Supervise an instance a previous daemon started (``pid`` serving on ``port``)
+        as if it were ours: watched, health-checked, restarted on its port if it exits."""
+        if id in self._instances:
+            raise ValueError(f"instance {id!r} is already supervised")
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        inst = Instance(
+            id=id,
+            colour=colour,
+            release=release,
+            host=self.host,
+            port=port,
+            command_for=command_for,
+            env=instance_env(release, colour, env, instance_id=id, port=port),
+            cwd=cwd,
+            live_path=live_path,
+            ready_path=ready_path,
+            log_path=self.log_dir / f"{id}.log",
+            ring_lines=self.ring_lines,
+        )
+        inst._logfile = inst.log_path.open("a", encoding="utf-8", buffering=1)
+        inst._adopt_pid = inst.pid = pid
+        inst.state = "running"
+        self._instances[id] = inst
+        inst._task = asyncio.create_task(self._run(inst), name=f"bluegreen-instance-{id}")
+        self._notify()
+        return inst
+
+    async def detach_all(self) -> None:
+        """Stop supervising, leaving every instance process running (the daemon exits, the
+        traffic goes on; the next daemon adopts them)."""
+        self._detached = True
+        tasks = [i._task for i in self._instances.values() if i._task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for inst in self._instances.values():
+            if inst._logfile is not None:
+                inst._logfile.close()
+                inst._logfile = None
+        self._instances.clear()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def _on_process(self, inst: Instance) -> None:
+        if self._on_process_cb is not None:
+            try:
+                self._on_process_cb(inst)
+            except Exception:
+                logger.exception("on_process callback failed")
+
     async def stop_instance(self, inst: Instance, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         """SIGTERM the instance's process group, SIGKILL after ``timeout``; forget it."""
         if inst.state == "stopped":
@@ -242,19 +322,33 @@ class Supervisor:
         inst._stop_event.set()
         inst.state = "stopping"
         self._set_health(inst, False, why="stopping")
-        proc = inst._proc
-        if proc is not None and proc.returncode is None:
-            inst._log(f"[supervisor] stopping pid {proc.pid}")
-            await kill_group(proc, grace=timeout)
+        pid = inst.pid
+        if pid is not None and processes.alive(pid):
+            inst._log(f"[supervisor] stopping pid {pid}")
+            await processes.kill_group(pid, grace=timeout)
         if inst._task is not None:
             await inst._task
         inst.state = "stopped"
         inst.pid = None
+        self._on_process(inst)
         if inst._logfile is not None:
             inst._logfile.close()
             inst._logfile = None
         self._instances.pop(inst.id, None)
         self._notify()
+
+    async def recycle(self, inst: Instance, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Stop the instance's process gracefully (SIGTERM to its group, SIGKILL after
+        ``timeout``) and start it again at once on the same port: the app closes its open
+        connections (websockets with a going-away code) and comes back with none. Not
+        counted as a crash. Returns once the old process is gone."""
+        pid = inst.pid
+        if inst._stopping or pid is None or not processes.alive(pid):
+            return
+        inst._recycling = True
+        self._set_health(inst, False, why="told to go away (recycled)")
+        inst._log(f"[supervisor] recycling pid {pid}")
+        await processes.kill_group(pid, grace=timeout)
 
     async def stop_all(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         """Stop every instance (concurrently) and close the health-check client."""
@@ -360,40 +454,34 @@ class Supervisor:
 
     # ------------------------------------------------------------------ process
 
-    async def _pump(self, inst: Instance, stream: asyncio.StreamReader) -> None:
-        while True:
-            try:
-                raw = await stream.readline()
-            except ValueError:
-                inst._log("[supervisor] (overlong output line dropped)")
-                continue
-            if not raw:
-                return
-            inst._log(raw.decode("utf-8", "replace").rstrip("\r\n"))
-
     async def _run(self, inst: Instance) -> None:
         backoff = self.backoff_initial
         while not inst._stopping:
             argv = list(inst.command_for(inst.port))
             inst.state = "starting"
             rc: int | None = None
-            try:
-                proc = await asyncio.create_subprocess_exec(
-                    *argv,
-                    cwd=inst.cwd,
-                    env=child_env(inst.env),
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.STDOUT,
-                    start_new_session=True,
-                    limit=1024 * 1024,
-                )
-            except OSError as exc:
-                inst._log(f"[supervisor] cannot start {shlex.join(argv)}: {exc}")
+            pid, inst._adopt_pid = inst._adopt_pid, None
+            if pid is not None:
+                inst._log(f"[supervisor] adopted pid {pid} on port {inst.port}")
+                rc = await self._watch(inst, pid)
             else:
-                rc = await self._watch(inst, proc, argv)
+                try:
+                    pid = processes.spawn(
+                        argv, cwd=inst.cwd, env=child_env(inst.env), log=inst.log_path
+                    )
+                except OSError as exc:
+                    inst._log(f"[supervisor] cannot start {shlex.join(argv)}: {exc}")
+                else:
+                    inst._log(
+                        f"[supervisor] started pid {pid} on port {inst.port}: {shlex.join(argv)}"
+                    )
+                    rc = await self._watch(inst, pid)
             if inst._stopping:
                 break
+            if inst._recycling:
+                inst._recycling = False
+                inst.restarts += 1
+                continue
             # The process ended (or never started) while it should run: a crash.
             inst.exits += 1
             inst.last_exit_code = rc
@@ -413,32 +501,22 @@ class Supervisor:
             if not inst._stopping:
                 inst.restarts += 1
 
-    async def _watch(
-        self, inst: Instance, proc: asyncio.subprocess.Process, argv: list[str]
-    ) -> int:
-        inst._proc = proc
-        inst.pid = proc.pid
+    async def _watch(self, inst: Instance, pid: int) -> int | None:
+        inst.pid = pid
         inst.state = "running"
         inst._failures = 0
-        inst._log(f"[supervisor] started pid {proc.pid} on port {inst.port}: {shlex.join(argv)}")
-        assert proc.stdout is not None
-        reader = asyncio.create_task(self._pump(inst, proc.stdout))
+        self._on_process(inst)
         poller = asyncio.create_task(self._poll(inst))
         try:
             if inst._stopping:  # stop requested while we were spawning
-                await kill_group(proc, grace=1.0)
-            rc = await proc.wait()
+                await processes.kill_group(pid, grace=1.0)
+            rc = await processes.wait(pid)
         finally:
             poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await poller
-            # Leftover group members would keep the port (and our pipe) busy.
+        if not self._detached:
+            # Leftover group members would keep the port busy.
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            try:
-                await asyncio.wait_for(reader, 2.0)
-            except TimeoutError:
-                reader.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reader
+                os.killpg(pid, signal.SIGKILL)
         return rc

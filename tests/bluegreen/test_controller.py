@@ -11,9 +11,17 @@ from typing import Any
 
 import pytest
 
-from bluegreen.config import Colour, Config, parse_config
-from bluegreen.controller import (
-    Controller,
+from bluegreen.config import COLOURS, Colour, Config, parse_config
+from bluegreen.controller import Controller
+from bluegreen.dataplane.stats import STATUS_CLASSES, ColourStats, status_class
+from bluegreen.dataplane.table import EMPTY_TABLE, RoutingTable
+from bluegreen.environment import Environment
+from bluegreen.errors import ConfigError, DeployInProgress, ReadyTimeout
+from bluegreen.hooks import HookResult
+from bluegreen.release import Release
+from bluegreen.state import Deploy, StateStore
+from bluegreen.steps import (
+    ControlPlane,
     DeployRequest,
     OnFailure,
     Step,
@@ -21,15 +29,8 @@ from bluegreen.controller import (
     final_status,
     plan,
     target_colour,
-    window_baseline,
 )
-from bluegreen.dataplane.stats import ColourStats
-from bluegreen.dataplane.table import EMPTY_TABLE, RoutingTable
-from bluegreen.errors import ConfigError, DeployInProgress, ReadyTimeout
-from bluegreen.hooks import HookResult
-from bluegreen.release import Release
-from bluegreen.router.metrics import RouterMetrics
-from bluegreen.state import Deploy, StateStore
+from bluegreen.traffic import StatsHistory, window_baseline
 
 # --------------------------------------------------------------------------- pure
 
@@ -136,24 +137,44 @@ def test_database_and_state_env_config_keys(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- fakes
 
 
-class FakeRouter:
+class FakeDataPlane:
+    """Records every applied table; per-colour counters stand for Envoy's statistics."""
+
     def __init__(self) -> None:
         self.table: RoutingTable = EMPTY_TABLE
-        self.preview_port: int | None = 9002
-        self.metrics = RouterMetrics()
         self.tables: list[RoutingTable] = []
         self.drained: list[Colour] = []
+        self.left_open = 0  # what drain() reports still open
+        self.counts: dict[Colour, dict[str, int]] = {c: {} for c in COLOURS}
         self.on_live: Callable[[Colour | None], None] = lambda c: None
 
-    def swap(self, table: RoutingTable) -> None:
+    async def apply(self, table: RoutingTable) -> None:
         changed = table.live != self.table.live
         self.table = table
         self.tables.append(table)
         if changed:
             self.on_live(table.live)
 
-    async def drain(self, colour: Colour, timeout: float) -> None:  # noqa: ASYNC109
+    def observe(self, colour: Colour, status: int, n: int = 1) -> None:
+        cls = status_class(status)
+        self.counts[colour][cls] = self.counts[colour].get(cls, 0) + n
+
+    async def stats(self) -> dict[Colour, ColourStats]:
+        return {
+            c: ColourStats(
+                colour=c,
+                requests=sum(self.counts[c].values()),
+                by_class=tuple((k, self.counts[c].get(k, 0)) for k in STATUS_CLASSES),
+            )
+            for c in COLOURS
+        }
+
+    async def drain(self, colour: Colour, timeout: float) -> int:  # noqa: ASYNC109
         self.drained.append(colour)
+        return self.left_open
+
+    def urls(self) -> dict[str, str]:
+        return {"public": "http://127.0.0.1:9000", "preview": "http://127.0.0.1:9002"}
 
 
 @dataclass
@@ -173,6 +194,7 @@ class FakeInstance:
 class FakeSupervisor:
     items: list[FakeInstance] = field(default_factory=list)
     stopped: list[str] = field(default_factory=list)
+    recycled: list[str] = field(default_factory=list)
     ports: int = 10000
 
     def instances(self, colour: Colour | None = None) -> list[Any]:
@@ -206,10 +228,8 @@ class FakeSupervisor:
                 raise ReadyTimeout(f"instance(s) {i.id} did not become ready", [i.id])
             i.healthy = True
 
-    def mark_failed(self, instance_id: str) -> None:
-        for i in self.items:
-            if i.id == instance_id:
-                i.healthy = False
+    async def recycle(self, inst: Any, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        self.recycled.append(inst.id)
 
 
 class Hooks:
@@ -240,10 +260,27 @@ def preparer(tmp: Path) -> Callable[..., Release]:
 @dataclass
 class World:
     controller: Controller
-    router: FakeRouter
+    dp: FakeDataPlane
     supervisor: FakeSupervisor
     state: StateStore
     hooks: Hooks
+
+
+def make_controller(
+    config: Config, dp: FakeDataPlane, sup: FakeSupervisor, state: StateStore, hooks: Hooks
+) -> Controller:
+    plane = ControlPlane(
+        config=config,
+        state=state,
+        supervisor=sup,
+        dataplane=dp,
+        rehearsal_runner=sup,
+        environment=Environment(config),
+        traffic=StatsHistory(),
+        hook_runner=hooks,
+        preparer=preparer(config.root),
+    )
+    return Controller(plane, sample_interval=0.05)
 
 
 def make_config(tmp: Path, **timeouts: float) -> Config:
@@ -272,19 +309,11 @@ async def world(tmp_path: Path) -> Any:
     worlds: list[World] = []
 
     async def make(**timeouts: float) -> World:
-        router, sup, hooks = FakeRouter(), FakeSupervisor(), Hooks()
+        dp, sup, hooks = FakeDataPlane(), FakeSupervisor(), Hooks()
         state = StateStore(tmp_path / "state.sqlite3")
-        ctl = Controller(
-            config=make_config(tmp_path, **timeouts),
-            router=router,
-            supervisor=sup,
-            state=state,
-            preparer=preparer(tmp_path),
-            hook_runner=hooks,
-            sample_interval=0.05,
-        )
+        ctl = make_controller(make_config(tmp_path, **timeouts), dp, sup, state, hooks)
         await ctl.start()
-        w = World(ctl, router, sup, state, hooks)
+        w = World(ctl, dp, sup, state, hooks)
         worlds.append(w)
         return w
 
@@ -343,9 +372,9 @@ async def test_first_deploy_goes_to_blue_then_green(world: Any, tmp_path: Path) 
         ("retire", "skipped"),
     ]
     assert first.release_id == "r-a"
-    assert w.router.table.live == "blue"
+    assert w.dp.table.live == "blue"
     assert {i.colour for i in w.supervisor.items} == {"blue"}
-    assert len(w.router.table.healthy("blue")) == 2
+    assert len(w.dp.table.healthy("blue")) == 2
     smoke = next(c for c in w.hooks.calls if c[1] == "smoke")
     assert smoke[2] == "http://127.0.0.1:9002"
 
@@ -356,10 +385,10 @@ async def test_first_deploy_goes_to_blue_then_green(world: Any, tmp_path: Path) 
         s.value for s in plan(manual=False) if s.value not in migration_steps
     ]
     # Preview showed green while blue stayed live; then one swap made green live.
-    lives = [(t.live, t.preview_colour()) for t in w.router.tables]
+    lives = [(t.live, t.preview_colour()) for t in w.dp.tables]
     assert ("blue", "green") in lives
-    assert w.router.table.live == "green" and w.router.table.preview is None
-    assert w.router.drained == ["blue"]
+    assert w.dp.table.live == "green" and w.dp.table.preview is None
+    assert w.dp.drained == ["blue"]
     assert {i.colour for i in w.supervisor.items} == {"green"}
     cur = w.state.current()
     assert (cur.live_colour, cur.live_release, cur.previous_release) == ("green", "r-b", "r-a")
@@ -371,14 +400,14 @@ async def test_manual_approval_then_promote(world: Any, tmp_path: Path) -> None:
     await done(w, await w.controller.start_deploy(DeployRequest(path=tmp_path / "a")))
     deploy_id = await w.controller.start_deploy(DeployRequest(path=tmp_path / "b", manual=True))
     await at_step(w, deploy_id, "approve")
-    assert w.router.table.live == "blue"
+    assert w.dp.table.live == "blue"
     with pytest.raises(DeployInProgress, match=f"#{deploy_id}"):
         await w.controller.start_deploy(DeployRequest(path=tmp_path / "c"))
     assert await w.controller.promote() == deploy_id
     d = await done(w, deploy_id)
     assert d.status == "succeeded"
     assert ("approve", "ok") in names(d)
-    assert w.router.table.live == "green"
+    assert w.dp.table.live == "green"
 
 
 async def test_rollback_during_approval_aborts_and_stops_green(world: Any, tmp_path: Path) -> None:
@@ -391,7 +420,7 @@ async def test_rollback_during_approval_aborts_and_stops_green(world: Any, tmp_p
     d = await done(w, deploy_id)
     assert d.status == "aborted"
     assert ("approve", "failed") in names(d)
-    assert w.router.table.live == "blue" and w.router.table.preview_colour() == "blue"
+    assert w.dp.table.live == "blue" and w.dp.table.preview_colour() == "blue"
     assert not w.supervisor.instances("green")
     assert w.state.current().live_colour == "blue"
 
@@ -415,8 +444,8 @@ async def test_failure_before_switch_aborts_with_green_stopped(
     if broken != "ready":
         assert "it broke" in failed[0].output
     assert "switch" not in [s.name for s in d.steps]
-    assert all(t.live == "blue" for t in w.router.tables if t.live is not None)
-    assert w.router.table.preview_colour() == "blue"
+    assert all(t.live == "blue" for t in w.dp.tables if t.live is not None)
+    assert w.dp.table.preview_colour() == "blue"
     assert not w.supervisor.instances("green")
     assert len(w.supervisor.instances("blue")) == 2
     cur = w.state.current()
@@ -426,21 +455,19 @@ async def test_failure_before_switch_aborts_with_green_stopped(
 async def test_analysis_breach_rolls_back_to_blue(world: Any, tmp_path: Path) -> None:
     w: World = await world(scale_down_delay=5)
     await done(w, await w.controller.start_deploy(DeployRequest(path=tmp_path / "a")))
-    for _ in range(50):
-        w.router.metrics.observe("blue", "blue-1", 200, 0.01)
+    w.dp.observe("blue", 200, 50)
 
     def on_live(colour: Colour | None) -> None:
         if colour == "green":
-            for _ in range(50):
-                w.router.metrics.observe("green", "green-3", 500, 0.01)
+            w.dp.observe("green", 500, 50)
 
-    w.router.on_live = on_live
+    w.dp.on_live = on_live
     d = await done(w, await w.controller.start_deploy(DeployRequest(path=tmp_path / "b")))
     assert d.status == "rolled_back", d
     assert d.error is not None and "error rate" in d.error
     assert ("analyse", "failed") in names(d)
     assert "retire" not in [s.name for s in d.steps]
-    assert w.router.table.live == "blue"
+    assert w.dp.table.live == "blue"
     cur = w.state.current()
     assert (cur.live_colour, cur.live_release) == ("blue", "r-a")
     for _ in range(100):
@@ -461,7 +488,7 @@ async def test_rollback_while_warm_is_immediate_then_cold_rollback(
     t0 = time.monotonic()
     rolled_id, _ = await w.controller.rollback()
     assert time.monotonic() - t0 < 0.5
-    assert rolled_id == deploy_id and w.router.table.live == "blue"
+    assert rolled_id == deploy_id and w.dp.table.live == "blue"
     assert (await done(w, deploy_id)).status == "rolled_back"
     cur = w.state.current()
     assert (cur.live_colour, cur.live_release, cur.previous_release) == ("blue", "r-a", "r-b")
@@ -476,12 +503,12 @@ async def test_rollback_while_warm_is_immediate_then_cold_rollback(
     await at_step(w, cold_id, "retire")
     cold = w.state.deploy(cold_id)
     assert cold is not None and cold.source == "rollback" and cold.release_id == "r-b"
-    assert w.router.table.live == "green"
+    assert w.dp.table.live == "green"
     # A new deploy does not wait for the retire delay: blue is retired at once.
     new_id = await w.controller.start_deploy(DeployRequest(path=tmp_path / "c"))
     assert (await done(w, cold_id)).status == "succeeded"
     await at_step(w, new_id, "retire")
-    assert w.router.table.live == "blue"
+    assert w.dp.table.live == "blue"
     assert w.state.current().colours == {"blue": "r-c", "green": "r-b"}
 
 
@@ -502,17 +529,9 @@ async def test_cold_rollback_refused_across_a_contract_the_target_still_needs(
         root=base.root,
         environ={},
     )
-    router, sup, hooks = FakeRouter(), FakeSupervisor(), Hooks()
+    router, sup, hooks = FakeDataPlane(), FakeSupervisor(), Hooks()
     state = StateStore(tmp_path / "state.sqlite3")
-    ctl = Controller(
-        config=config,
-        router=router,
-        supervisor=sup,
-        state=state,
-        preparer=preparer(tmp_path),
-        hook_runner=hooks,
-        sample_interval=0.05,
-    )
+    ctl = make_controller(config, router, sup, state, hooks)
     history = ("0001", "0002", "0003")
     plan = Plan(
         current="0003",
@@ -524,10 +543,10 @@ async def test_cold_rollback_refused_across_a_contract_the_target_still_needs(
     )
     plans = {"r-a": replace(plan, head="0001"), "r-b": plan}
 
-    async def fake_plan(release: Any, colour: Any, env: Any = None) -> Plan:
+    async def fake_plan(release: Any, colour: Any) -> Plan:
         return plans[release.id]
 
-    ctl._migration_plan = fake_plan  # type: ignore[method-assign]
+    ctl.plane.migration_plan = fake_plan  # type: ignore[method-assign]
     await ctl.start()
     w = World(ctl, router, sup, state, hooks)
     try:

@@ -1,4 +1,4 @@
-"""The daemon over real sockets: router + admin API + supervisor + controller with tinyapp."""
+"""The daemon over real sockets: Envoy + admin API + supervisor + controller with tinyapp."""
 
 from __future__ import annotations
 
@@ -84,8 +84,14 @@ green = 2
 
 [listen]
 public = "127.0.0.1:0"
+https = "127.0.0.1:0"
 preview = "127.0.0.1:0"
 admin = "127.0.0.1:0"
+
+[proxy]
+health_interval = 0.2
+health_timeout = 0.5
+drain_time = 2
 
 [timeouts]
 {chr(10).join(f"{k} = {v}" for k, v in t.items())}
@@ -281,7 +287,7 @@ async def test_blue_green_under_load_zero_failures_then_warm_rollback(
     after = [r for r in load.results if r.started > switch.finished_at.timestamp()]
     assert after, "no requests after the switch"
     assert {r.colour for r in after} == {"green"}
-    # In-process clients: a request "started" before the switch may reach the router after it.
+    # A request "started" before the switch may reach Envoy after it.
     before = [r for r in load.results if r.finished < switch.started_at.timestamp()]
     assert before and {r.colour for r in before} == {"blue"}
     assert daemon.state.current().live_colour == "green"
@@ -304,8 +310,9 @@ async def test_blue_green_under_load_zero_failures_then_warm_rollback(
 async def test_never_ready_release_gets_no_traffic_and_fails_in_time(
     daemon_factory: Callable[..., asyncio.Future[tuple[Daemon, Pids]]], tmp_path: Path
 ) -> None:
-    daemon, pids = await daemon_factory(ready=2)
-    assert (await deploy(daemon, make_app_dir(tmp_path, "good"))).status == "succeeded"
+    daemon, pids = await daemon_factory(ready=4)
+    good = await deploy(daemon, make_app_dir(tmp_path, "good"))
+    assert good.status == "succeeded", good
     async with Load(daemon.public_url + "/version", clients=5) as load:
         t0 = time.monotonic()
         deploy_id = await daemon.controller.start_deploy(
@@ -319,12 +326,12 @@ async def test_never_ready_release_gets_no_traffic_and_fails_in_time(
     assert bad.error is not None and "ready" in bad.error
     ready = next(s for s in bad.steps if s.name == "ready")
     assert ready.status == "failed" and "never to be ready" in ready.output
-    assert took < 2 + 5
+    assert took < 4 + 5
     assert load.failures() == []
     assert {r.colour for r in load.results} == {"blue"}
     assert not daemon.supervisor.instances("green")
     assert daemon.state.current().live_colour == "blue"
-    assert daemon.router.table.preview_colour() == "blue"
+    assert daemon.envoy.table.preview_colour() == "blue"
 
 
 async def test_release_failing_after_switch_is_rolled_back_by_analysis(
@@ -362,10 +369,15 @@ async def test_second_concurrent_deploy_is_refused_naming_the_first(
         first_id = first.json()["deploy_id"]
         second = await api.post("/api/deploys", json={"path": str(two)})
         assert second.status_code == 409
-        assert second.json()["error"] == "deploy_in_progress"
-        assert f"#{first_id}" in second.json()["message"]
+        assert second.json()["error"]["code"] == "deploy_in_progress"
+        assert f"#{first_id}" in second.json()["error"]["message"]
         unauth = await api.get("/api/status", headers={"Authorization": "Bearer wrong"})
         assert unauth.status_code == 401
+        assert unauth.json()["error"]["code"] == "unauthorised"
+        bad = await api.post("/api/deploys", json={"path": "relative/dir"})
+        assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_request"
+        missing = await api.get("/api/deploys/999")
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
     pids.note()
     assert (await finished(daemon, first_id)).status == "succeeded"
 
@@ -432,7 +444,7 @@ async def test_manual_deploy_waits_for_promote_and_cli_works(
     assert await asyncio.to_thread(cli.main, [*cfg, "maintenance", "sideways"]) == 2
     async with admin(daemon) as api:
         metrics = await api.get("/metrics")
-        assert "bluegreen_router_requests_total" in metrics.text
+        assert 'bluegreen_requests_total{colour="green",class="2xx"}' in metrics.text
         page = await api.get("/")
         assert "<svg" in page.text and "Promote" in page.text
     pids.note()
@@ -460,9 +472,10 @@ async def test_restart_serves_the_live_colour_and_aborts_the_interrupted_deploy(
     third_id = await again.controller.start_deploy(DeployRequest(path=manual, manual=True))
     await reached_step(again, third_id, "approve")
     pids2.note()
-    await again.stop()  # the manual deploy is aborted, green stays live
+    await again.stop()  # the manual deploy is interrupted (no operator cancelled it)
     last, _ = await daemon_factory()
     history = last.state.history(5)
-    assert history[0].id == third_id and history[0].status == "aborted"
+    assert history[0].id == third_id and history[0].status == "interrupted"
+    assert history[0].error is not None and "operator" not in history[0].error
     assert last.state.current().live_colour == "green"
     assert (await get_json(last.public_url + "/version"))["color"] == "green"

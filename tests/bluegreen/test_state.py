@@ -196,3 +196,38 @@ def test_safe_to_share_between_threads(store: StateStore) -> None:
     assert errors == []
     d = store.deploy(dep)
     assert d is not None and len(d.steps) == 80
+
+
+def test_version_1_store_is_upgraded_keeping_history(tmp_path: Path) -> None:
+    """A state file of the previous schema keeps its deploys and learns the new status."""
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(
+        """
+        CREATE TABLE deploys (id INTEGER PRIMARY KEY AUTOINCREMENT, release_id TEXT NOT NULL,
+            source TEXT NOT NULL, status TEXT NOT NULL CHECK (status IN
+            ('running', 'succeeded', 'failed', 'aborted', 'rolled_back')),
+            started_at TEXT NOT NULL, finished_at TEXT, error TEXT,
+            manual INTEGER NOT NULL DEFAULT 0);
+        CREATE UNIQUE INDEX deploys_one_running ON deploys (status) WHERE status = 'running';
+        CREATE TABLE steps (id INTEGER PRIMARY KEY AUTOINCREMENT,
+            deploy_id INTEGER NOT NULL REFERENCES deploys (id), name TEXT NOT NULL,
+            status TEXT NOT NULL, started_at TEXT NOT NULL, finished_at TEXT,
+            output TEXT NOT NULL DEFAULT '');
+        INSERT INTO deploys (release_id, source, status, started_at)
+            VALUES ('r1', 'HEAD', 'running', '2026-01-01T00:00:00+00:00');
+        INSERT INTO steps (deploy_id, name, status, started_at)
+            VALUES (1, 'prepare', 'running', '2026-01-01T00:00:00+00:00');
+        PRAGMA user_version = 1;
+        """
+    )
+    db.close()
+    with StateStore(path) as s:
+        s.set_scratch(1, "postgresql://scratch")
+        assert s.scratch(1) == "postgresql://scratch"
+        d = s.abort_interrupted("the daemon died", status="interrupted")
+        assert d is not None and d.status == "interrupted" and d.release_id == "r1"
+        assert [(st.name, st.status) for st in d.steps] == [("prepare", "failed")]
+        with pytest.raises(DeployInProgress):
+            s.begin_deploy("r2", "HEAD")
+            s.begin_deploy("r3", "HEAD")

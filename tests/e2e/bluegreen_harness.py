@@ -42,7 +42,7 @@ def pid_alive(pid: int) -> bool:
 def make_config(tmp: Path) -> Path:
     """The repo's bluegreen.toml with free ports, a temp state dir and short timings."""
     text = (REPO / "bluegreen.toml").read_text()
-    for addr in ("127.0.0.1:8000", "127.0.0.1:8001", "127.0.0.1:8002"):
+    for addr in ("127.0.0.1:8000", "127.0.0.1:8001", "127.0.0.1:8002", "127.0.0.1:8443"):
         assert addr in text
         text = text.replace(f'"{addr}"', '"127.0.0.1:0"')
     swaps = {

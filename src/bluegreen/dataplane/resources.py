@@ -1,0 +1,247 @@
+"""What Envoy reads from the watched directory: clusters, endpoints and routes. Pure.
+
+One cluster per colour (EDS, health-checked, least request, outlier detection) whose
+endpoints come from ``eds_<colour>.json``; one route configuration per listener kind
+(``public`` and ``preview``). A switch rewrites the route files only.
+
+Each file is a ``DiscoveryResponse`` whose ``version_info`` is a hash of its resources,
+so "Envoy applied this file" is "Envoy reports this version".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from bluegreen.dataplane.settings import AppPaths, DataPlaneSettings
+from bluegreen.dataplane.table import COLOURS, Colour, RoutingTable
+
+Json = dict[str, Any]
+
+CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+ENDPOINTS_TYPE = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+ROUTES_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+SECRET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"  # noqa: S105
+
+PROTOCOL_OPTIONS_TYPE = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+ROUTE_NAMES: tuple[str, ...] = ("public", "preview")
+#: Methods a retry after a reset cannot do harm with (RFC 9110 idempotent methods).
+IDEMPOTENT = "GET|HEAD|OPTIONS|PUT|DELETE|TRACE"
+SAFE_RETRY_ON = "connect-failure,refused-stream,reset,reset-before-request"
+UNSAFE_RETRY_ON = "connect-failure,refused-stream,reset-before-request"
+
+MAINTENANCE_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Down for maintenance</title>
+<style>body{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem}
+</style></head><body><h1>Down for maintenance</h1>
+<p>We are updating the service. Please try again in a few minutes.</p></body></html>
+"""
+
+
+def seconds(value: float) -> str:
+    """A protobuf Duration in JSON form."""
+    return f"{value:.3f}s"
+
+
+def discovery(resources: list[Json]) -> Json:
+    """A ``DiscoveryResponse`` versioned by the hash of its resources."""
+    body = json.dumps(resources, sort_keys=True, separators=(",", ":"))
+    version = hashlib.sha256(body.encode()).hexdigest()[:16]
+    return {"version_info": version, "resources": resources}
+
+
+def path_source(path: str, watched_dir: str) -> Json:
+    """A config source read from ``path``, reloaded when a file is moved into the dir."""
+    return {
+        "resource_api_version": "V3",
+        "path_config_source": {"path": path, "watched_directory": {"path": watched_dir}},
+    }
+
+
+def cluster(
+    colour: Colour, s: DataPlaneSettings, app: AppPaths, eds_path: str, watched_dir: str
+) -> Json:
+    """The cluster of one colour; its endpoints come from ``eds_path``."""
+    big = 100_000
+    return {
+        "@type": CLUSTER_TYPE,
+        "name": colour,
+        "type": "EDS",
+        "eds_cluster_config": {"eds_config": path_source(eds_path, watched_dir)},
+        "connect_timeout": seconds(1.0),
+        "lb_policy": "LEAST_REQUEST",
+        # The endpoint files are the truth: an instance taken out of them leaves at once,
+        # even while it still passes its health check.
+        "ignore_health_on_host_removal": True,
+        "per_connection_buffer_limit_bytes": s.buffer_bytes,
+        # A shared cause (the database restarting) fails every ready check at once: below
+        # this share of healthy instances Envoy tries them all rather than answer 503.
+        "common_lb_config": {"healthy_panic_threshold": {"value": s.panic_threshold}},
+        "health_checks": [
+            {
+                "timeout": seconds(s.health_timeout),
+                "interval": seconds(s.health_interval),
+                "no_traffic_interval": seconds(s.health_interval),
+                "unhealthy_threshold": s.unhealthy_threshold,
+                "healthy_threshold": s.healthy_threshold,
+                "reuse_connection": True,
+                "http_health_check": {"path": app.ready_path},
+            }
+        ],
+        "outlier_detection": {
+            # A refused connect ejects the instance at once (it died, or restarts); the
+            # request itself is retried elsewhere. Answers from the app count apart.
+            "split_external_local_origin_errors": True,
+            "consecutive_local_origin_failure": 1,
+            "enforcing_consecutive_local_origin_failure": 100,
+            "consecutive_5xx": s.outlier_consecutive_5xx,
+            "interval": seconds(min(s.outlier_ejection_time, 5.0)),
+            "base_ejection_time": seconds(s.outlier_ejection_time),
+            "max_ejection_percent": s.outlier_max_percent,
+        },
+        "circuit_breakers": {
+            "thresholds": [
+                {
+                    "max_connections": big,
+                    "max_pending_requests": big,
+                    "max_requests": big,
+                    "max_retries": big,
+                }
+            ]
+        },
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": PROTOCOL_OPTIONS_TYPE,
+                # Close pooled connections before the app's keep-alive does, so a request
+                # is never written onto a connection the app is closing.
+                "common_http_protocol_options": {"idle_timeout": seconds(s.upstream_idle_timeout)},
+                "explicit_http_config": {"http_protocol_options": {}},
+            }
+        },
+    }
+
+
+def endpoints(colour: Colour, table: RoutingTable) -> Json:
+    """The endpoints of one colour; a backend marked unhealthy is kept but not chosen."""
+    lb: list[Json] = []
+    for b in table.of_colour(colour):
+        entry: Json = {
+            "endpoint": {
+                "address": {"socket_address": {"address": b.host, "port_value": b.port}},
+                "hostname": b.id,
+            }
+        }
+        if not b.healthy:  # left out when healthy, as Envoy's config dump leaves it out
+            entry["health_status"] = "UNHEALTHY"
+        lb.append(entry)
+    return {
+        "@type": ENDPOINTS_TYPE,
+        "cluster_name": colour,
+        "endpoints": [{"lb_endpoints": lb}] if lb else [],
+    }
+
+
+def routes(name: str, table: RoutingTable, s: DataPlaneSettings) -> Json:
+    """The route configuration of listener kind ``name`` (``public`` or ``preview``)."""
+    colour = table.live if name == "public" else table.preview_colour()
+    if table.mode == "paused":
+        entries = [_error_route(503, "paused", "requests are paused, retry shortly", s)]
+    elif table.mode == "maintenance" and name == "public":
+        entries = [_direct(503, MAINTENANCE_PAGE, "text/html; charset=utf-8", s)]
+    elif colour is None:
+        entries = [_error_route(503, "nothing_live", "no version is deployed", s)]
+    else:
+        entries = forward_routes(colour, s)
+    return {
+        "@type": ROUTES_TYPE,
+        "name": name,
+        "virtual_hosts": [{"name": name, "domains": ["*"], "routes": entries}],
+    }
+
+
+def forward_routes(colour: Colour, s: DataPlaneSettings) -> list[Json]:
+    """Websockets (no timeout, no retry), then requests safe to repeat after a reset
+    (idempotent methods, or an ``Idempotency-Key``), then the rest (retried only when
+    the request never reached the app)."""
+    ws = {
+        "match": {
+            "prefix": "/",
+            "headers": [
+                {"name": "upgrade", "string_match": {"exact": "websocket", "ignore_case": True}}
+            ],
+        },
+        "route": {
+            "cluster": colour,
+            "timeout": "0s",
+            "idle_timeout": seconds(s.websocket_idle_timeout),
+        },
+    }
+    method = {"name": ":method", "string_match": {"safe_regex": {"regex": IDEMPOTENT}}}
+    keyed = {"name": "idempotency-key", "present_match": True}
+    return [
+        ws,
+        {"match": {"prefix": "/", "headers": [method]}, "route": _action(colour, SAFE_RETRY_ON, s)},
+        {"match": {"prefix": "/", "headers": [keyed]}, "route": _action(colour, SAFE_RETRY_ON, s)},
+        {"match": {"prefix": "/"}, "route": _action(colour, UNSAFE_RETRY_ON, s)},
+    ]
+
+
+def _action(colour: Colour, retry_on: str, s: DataPlaneSettings) -> Json:
+    return {
+        "cluster": colour,
+        "timeout": seconds(s.request_timeout),
+        "retry_policy": {
+            "retry_on": retry_on,
+            "num_retries": s.retries,
+            "per_try_timeout": seconds(s.per_try_timeout),
+            "retry_host_predicate": [
+                {
+                    "name": "envoy.retry_host_predicates.previous_hosts",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/"
+                        "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+                    },
+                }
+            ],
+            # Least request favours an instance whose connects fail fast: re-pick harder.
+            "host_selection_retry_max_attempts": 10,
+        },
+    }
+
+
+def _error_route(status: int, error: str, detail: str, s: DataPlaneSettings) -> Json:
+    body = json.dumps({"error": error, "detail": detail}) + "\n"
+    return _direct(status, body, "application/json", s)
+
+
+def _direct(status: int, body: str, content_type: str, s: DataPlaneSettings) -> Json:
+    headers = {"content-type": content_type, "cache-control": "no-store"}
+    if status == 503:
+        headers["retry-after"] = str(s.retry_after)
+    return {
+        "match": {"prefix": "/"},
+        "direct_response": {"status": status, "body": {"inline_string": body}},
+        "response_headers_to_add": [
+            {"header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+            for k, v in headers.items()
+        ],
+    }
+
+
+def tls_secret(name: str, cert: str, key: str, watched_dir: str) -> Json:
+    """A certificate by file name; moving new files into ``watched_dir`` rotates it."""
+    return {
+        "@type": SECRET_TYPE,
+        "name": name,
+        "tls_certificate": {
+            "certificate_chain": {"filename": cert},
+            "private_key": {"filename": key},
+            "watched_directory": {"path": watched_dir},
+        },
+    }
+
+
+def all_clusters(s: DataPlaneSettings, app: AppPaths, eds: dict[Colour, str], xds: str) -> Json:
+    """The CDS file: one cluster per colour."""
+    return discovery([cluster(c, s, app, eds[c], xds) for c in COLOURS])

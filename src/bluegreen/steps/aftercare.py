@@ -1,0 +1,129 @@
+"""Steps after the switch: drain the old colour, analyse the new one against it, retire the
+old one; and the swap back that an analysis breach or an operator rollback makes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from bluegreen.checks import AnalysisThresholds, Verdict
+from bluegreen.checks import analyse as judge
+from bluegreen.dataplane.stats import ColourStats
+from bluegreen.errors import StepFailed
+from bluegreen.steps.context import DeployContext, Outcome
+from bluegreen.traffic import to_stats
+
+logger = logging.getLogger(__name__)
+
+
+async def drain(ctx: DeployContext) -> Outcome:
+    """Let the old colour's requests finish (bounded by ``timeouts.drain``)."""
+    run, plane = ctx.run, ctx.plane
+    previous = run.previous
+    if previous is None:
+        return "skipped", "nothing was live before"
+    started = time.monotonic()
+    draining = asyncio.create_task(plane.drain_colour(previous, ctx.config.timeouts.drain))
+    rollback = asyncio.create_task(run.rollback_requested.wait())
+    try:
+        await asyncio.wait({draining, rollback}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        rollback.cancel()
+        if not draining.done():
+            draining.cancel()
+        await asyncio.gather(draining, rollback, return_exceptions=True)
+    if run.rollback_requested.is_set():
+        run.rollback_reason = "rolled back by the operator during drain"
+        await switch_back(ctx, run.rollback_reason)
+        return "ok", "interrupted by a rollback"
+    left = draining.result()
+    return "ok", (
+        f"{previous} drained in {time.monotonic() - started:.2f}s"
+        + (f" ({left} still open; its instances were told to go away)" if left else "")
+    )
+
+
+async def analyse(ctx: DeployContext) -> Outcome:
+    """Compare the new colour's traffic since the switch with the old colour's before it."""
+    run, plane = ctx.run, ctx.plane
+    window = ctx.config.timeouts.analysis_window
+    if run.previous is None:
+        return "skipped", "first deploy: nothing to compare with or roll back to"
+    if window <= 0:
+        return "skipped", "analysis_window is 0"
+    remaining = run.switch_at + window - time.monotonic()
+    if remaining > 0:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(run.rollback_requested.wait(), remaining)
+    if run.rollback_requested.is_set():
+        run.rollback_reason = "rolled back by the operator during analysis"
+        await switch_back(ctx, run.rollback_reason)
+        return "ok", "interrupted by a rollback"
+    assert run.candidate_at_switch is not None
+    candidate = (await plane.sample()).of(run.target) - run.candidate_at_switch
+    baseline = run.baseline or ColourStats(colour=run.previous)
+    verdict: Verdict = judge(
+        baseline=to_stats(baseline),
+        candidate=to_stats(candidate),
+        thresholds=AnalysisThresholds.from_config(ctx.config.analysis),
+    )
+    figures = ", ".join(f"{k}={_fmt(v)}" for k, v in verdict.figures.items())
+    if not verdict.ok:
+        raise StepFailed(f"analysis breached: {verdict.reason}", f"{figures}\n{verdict.reason}")
+    return "ok", f"{figures}\n{verdict.reason}"
+
+
+async def retire(ctx: DeployContext) -> Outcome:
+    """Keep the old colour warm for ``scale_down_delay`` (or until a new deploy), then stop
+    it; an operator rollback meanwhile swaps back instead."""
+    run, plane = ctx.run, ctx.plane
+    if run.previous is None:
+        return "skipped", "nothing was live before"
+    delay = ctx.config.timeouts.scale_down_delay
+    waits = [
+        asyncio.create_task(run.rollback_requested.wait()),
+        asyncio.create_task(run.retire_now.wait()),
+    ]
+    try:
+        await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in waits:
+            t.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
+    if run.rollback_requested.is_set() and not run.retire_now.is_set():
+        run.rollback_reason = "rolled back by the operator while the old colour was warm"
+        await switch_back(ctx, run.rollback_reason)
+        return "ok", "interrupted by a rollback"
+    await plane.stop_colour(run.previous)
+    why = "a new deploy started" if run.retire_now.is_set() else f"after {delay:g}s"
+    return "ok", f"{run.previous} stopped ({why})"
+
+
+async def switch_back(ctx: DeployContext, reason: str) -> None:
+    """After the switch: the old colour (drained, still running) is live again at once; the
+    candidate is drained and stopped in the background."""
+    run, plane = ctx.run, ctx.plane
+    previous, target = run.previous, run.target
+    assert previous is not None
+    old_release = plane.state.current().colours.get(previous)
+    await plane.route(lambda t: t.with_live(previous).with_preview(None))
+    if old_release is not None:
+        plane.state.set_live(previous, old_release)
+    run.rolled_back.set()
+    logger.warning("deploy #%s rolled back: %s", run.deploy_id, reason)
+
+    async def retire_candidate() -> None:
+        await plane.drain_colour(target, ctx.config.timeouts.drain)
+        await plane.stop_colour(target)
+
+    plane.spawn(retire_candidate(), name=f"bluegreen-retire-{target}")
+
+
+def _fmt(value: float | int | None) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
