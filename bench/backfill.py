@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
 import subprocess
 import sys
@@ -172,7 +173,9 @@ async def measure(url: str, base: str) -> dict[str, Any]:
         await asyncio.sleep(0.2)
     out: dict[str, Any] = {}
     during.set()
+    load_before = os.getloadavg()[0]
     await asyncio.to_thread(run_backfill, url, out)
+    load_after = os.getloadavg()[0]
     stop.set()
     await asyncio.gather(*tasks)
     sampled.set()
@@ -205,6 +208,8 @@ async def measure(url: str, base: str) -> dict[str, Any]:
         "longest_batch_lock_wait_ms": round(waits.get("UPDATE", 0.0) * 1000, 1),
         "statuses": {str(k): v for k, v in sorted(statuses.items())},
         "clients": CLIENTS,
+        "loadavg_1m": [round(load_before, 1), round(load_after, 1)],
+        "cpus": os.cpu_count(),
     }
 
 
@@ -254,6 +259,7 @@ def main() -> None:
         f"(p50 {r['booking_p50_during_ms']} ms, p95 {r['booking_p95_during_ms']} ms, "
         f"max {r['longest_booking_ms']} ms); statuses {r['statuses']}"
     )
+    print(f"machine: {r['cpus']} CPUs, 1-minute load average {r['loadavg_1m']} (start, end)")
     print(
         f"longest lock wait seen: a booking {r['longest_booking_lock_wait_ms']} ms, a batch "
         f"{r['longest_batch_lock_wait_ms']} ms (pg_stat_activity sampled every 10 ms)"
