@@ -6,6 +6,11 @@ daemon over release 1 with booked appointments (tests/fixtures/delete_appointmen
 * with those two rules waived by the migration (``lint_ignore``), the lint passes and the
   rehearsal refuses it: on the scratch database the live release's sample appointments are
   gone after the migrations. The live database is untouched again.
+
+Then the right way to change every appointment: a release whose migration fills a new column
+with the batched backfill helper (tests/fixtures/backfill_reason.patch) is accepted by the
+lint and the rehearsal and deployed; its progress is in the migrate step's output, and every
+appointment (those booked during the deploy too) has the new value.
 """
 
 from __future__ import annotations
@@ -40,7 +45,8 @@ from bluegreen_harness import (
 pytestmark = pytest.mark.slow
 __all__ = ["state_root"]  # the fixture, imported so pytest finds it here
 
-PATCH = REPO / "tests" / "fixtures" / "delete_appointments.patch"
+FIXTURES = REPO / "tests" / "fixtures"
+PATCH = FIXTURES / "delete_appointments.patch"
 MIGRATION = "src/clinic/migrations/versions/0004_purge_appointments.py"
 WAIVER = (
     "\n# The lint rules that refuse this migration, waived: the rehearsal must catch it.\n"
@@ -50,18 +56,18 @@ BOOKINGS = 5
 DESTROYS = "the migration would destroy the live release's data"
 
 
-def release_copy(tmp: Path, name: str, *, waive: bool = False) -> Path:
+def release_copy(tmp: Path, name: str, *, patch: Path | None = PATCH, waive: bool = False) -> Path:
     dest = tmp / "copies" / name
     shutil.copytree(REPO, dest, ignore=IGNORE)
-    if name == "release1":
+    if patch is None:
         return dest
     subprocess.run(["git", "init", "-q", str(dest)], check=True, capture_output=True)
     check = subprocess.run(
-        ["git", "apply", "--check", str(PATCH)], cwd=dest, capture_output=True, text=True
+        ["git", "apply", "--check", str(patch)], cwd=dest, capture_output=True, text=True
     )
     if check.returncode != 0:
-        pytest.fail(f"{PATCH.name} no longer applies:\n{check.stderr}", pytrace=False)
-    subprocess.run(["git", "apply", str(PATCH)], cwd=dest, check=True, capture_output=True)
+        pytest.fail(f"{patch.name} no longer applies:\n{check.stderr}", pytrace=False)
+    subprocess.run(["git", "apply", str(patch)], cwd=dest, check=True, capture_output=True)
     if waive:
         with (dest / MIGRATION).open("a") as f:
             f.write(WAIVER)
@@ -135,9 +141,12 @@ async def test_deleting_every_appointment_is_refused_by_lint_and_by_rehearsal(
 ) -> None:
     tmp = state_root
     config = make_config(tmp)
-    release1 = await asyncio.to_thread(release_copy, tmp, "release1")
+    release1 = await asyncio.to_thread(release_copy, tmp, "release1", patch=None)
     purge = await asyncio.to_thread(release_copy, tmp, "purge")
     waived = await asyncio.to_thread(release_copy, tmp, "purge-waived", waive=True)
+    filled = await asyncio.to_thread(
+        release_copy, tmp, "backfill", patch=FIXTURES / "backfill_reason.patch"
+    )
     daemon_pid: int | None = None
     summary: list[str] = []
     try:
@@ -191,6 +200,29 @@ async def test_deleting_every_appointment_is_refused_by_lint_and_by_rehearsal(
         assert await appointments(db_url) == (rev0, rows0)
         st = await asyncio.to_thread(status, tmp, config)
         assert (st["live_colour"], st["live_release"]) == ("blue", release1_id)
+
+        # ------------------------------ the right way: a batched backfill, deployed
+        code, out, d = await asyncio.to_thread(deploy, tmp, config, filled)
+        summary.append(f"== backfill: {d['status']} - {d['error']}\n{story(d)}")
+        assert code == 0, out
+        s = {x["name"]: x for x in d["steps"]}
+        assert s["lint"]["status"] == "ok" and s["rehearse"]["status"] == "ok", s
+        assert "none lost" in s["rehearse"]["output"], s["rehearse"]["output"]
+        migrate_out = s["migrate"]["output"]
+        assert "backfill appointments: starting, 2 rows per batch" in migrate_out
+        assert "rows in" in migrate_out and "backfill appointments: done, " in migrate_out
+        assert await book(info["public"]) == BOOKINGS  # on the new release: the trigger fills
+        conn = await asyncpg.connect(db_url)
+        try:
+            assert await conn.fetchval("SELECT version_num FROM alembic_version") == "0004"
+            unfilled = await conn.fetchval(
+                "SELECT count(*) FROM appointments "
+                "WHERE reason_lower IS DISTINCT FROM lower(reason)"
+            )
+            total = await conn.fetchval("SELECT count(*) FROM appointments")
+        finally:
+            await conn.close()
+        assert unfilled == 0 and total >= len(rows0) + BOOKINGS, (unfilled, total)
     finally:
         if daemon_pid is not None and pid_alive(daemon_pid):
             bluegreen(tmp, config, "down", timeout=120)
