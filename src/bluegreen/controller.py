@@ -312,6 +312,9 @@ class Controller:
                     notes = await recovery.recover_interrupted(self.plane, deploy) if deploy else []
                     if notes:
                         ending.error = f"{ending.error} ({'; '.join(notes)})"
+            elif interrupted and run.switched:
+                # The new colour is live and stays so; the next daemon retires the old one.
+                status = "interrupted"
             elif ending.policy is OnFailure.ROLL_BACK and not run.rolled_back.is_set():
                 await switch_back(ctx, ending.error or "rolled back")
         finally:

@@ -281,8 +281,10 @@ class Daemon:
             await site.start()
             admin_port = int(self._admin.addresses[0][1])
             self.urls["admin"] = http_url(cfg.listen.admin.host, admin_port)
-            self._write_files()
             await self.controller.start()
+            # Only now: `up --detach` returns once these exist and the API answers, so a
+            # status right after it shows what was adopted.
+            self._write_files()
             if self.state.current().live_colour is None and self.initial is not None:
                 self.initial_deploy = await self.controller.start_deploy(self.initial)
         except BaseException:

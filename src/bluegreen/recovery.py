@@ -15,6 +15,7 @@ serve, reap every other process of its own, and clean up a deploy that was inter
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 
@@ -31,19 +32,30 @@ from bluegreen.supervisor import Instance
 logger = logging.getLogger(__name__)
 
 KILL_GRACE = 5.0
+VERSION_TIMEOUT = 10.0
+VERSION_ATTEMPTS = 3
 
 
-async def _answers_as(rec: InstanceRecord, version_path: str) -> bool:
+async def _answers_as(rec: InstanceRecord, version_path: str) -> str | None:
+    """``None`` if the instance answers ``version_path`` with its recorded release, else why
+    not. Patient (a loaded machine answers slowly): a serving instance must not be mistaken
+    for a dead one."""
     url = f"http://{rec.host}:{rec.port}{version_path}"
-    try:
-        async with httpx.AsyncClient(timeout=3.0, trust_env=False) as client:
-            resp = await client.get(url)
-        data = resp.json()
-    except (httpx.HTTPError, ValueError):
-        return False
-    return (
-        resp.status_code == 200 and isinstance(data, dict) and data.get("release") == rec.release_id
-    )
+    why = "no answer"
+    async with httpx.AsyncClient(timeout=VERSION_TIMEOUT, trust_env=False) as client:
+        for attempt in range(VERSION_ATTEMPTS):
+            try:
+                resp = await client.get(url)
+                data = resp.json()
+            except (httpx.HTTPError, ValueError) as exc:
+                why = f"GET {version_path}: {type(exc).__name__}"
+                await asyncio.sleep(0.5 * (attempt + 1))
+                continue
+            if resp.status_code != 200 or not isinstance(data, dict):
+                return f"GET {version_path}: {resp.status_code}"
+            got = data.get("release")
+            return None if got == rec.release_id else f"runs release {got}, not {rec.release_id}"
+    return why
 
 
 async def adopt_instances(plane: ControlPlane, colour: Colour | None) -> list[Instance]:
@@ -57,13 +69,15 @@ async def adopt_instances(plane: ControlPlane, colour: Colour | None) -> list[In
         pid = rec.pid
         env = processes.environ(pid) if pid is not None and processes.alive(pid) else {}
         ours = env.get(processes.HOME_ENV) == home and env.get(processes.INSTANCE_ENV) == rec.id
-        if (
-            pid is not None
-            and ours
-            and release is not None
-            and rec.colour == colour
-            and await _answers_as(rec, app.version_path)
-        ):
+        if pid is None or not ours:
+            why: str | None = "its process is gone"
+        elif release is None:
+            why = f"its release {rec.release_id} is gone from disk"
+        elif rec.colour != colour:
+            why = f"{rec.colour} is not live"
+        else:
+            why = await _answers_as(rec, app.version_path)
+        if why is None and pid is not None and release is not None:
             adopted.append(
                 plane.supervisor.adopt(
                     id=rec.id,
@@ -81,8 +95,10 @@ async def adopt_instances(plane: ControlPlane, colour: Colour | None) -> list[In
             logger.info("adopted instance %s (pid %d, port %d)", rec.id, pid, rec.port)
             continue
         if pid is not None and ours:
-            logger.warning("stopping instance %s (pid %d): not adoptable", rec.id, pid)
+            logger.warning("stopping instance %s (pid %d): %s", rec.id, pid, why)
             await processes.kill_group(pid, grace=KILL_GRACE)
+        else:
+            logger.info("forgetting instance %s: %s", rec.id, why)
         plane.state.forget_instance(rec.id)
     return adopted
 

@@ -567,3 +567,37 @@ async def test_cold_rollback_refused_across_a_contract_the_target_still_needs(
     finally:
         await ctl.close()
         state.close()
+
+
+async def test_drain_tells_the_old_colour_to_go_away_when_connections_stay(
+    world: Any, tmp_path: Path
+) -> None:
+    w: World = await world(scale_down_delay=5)
+    await done(w, await w.controller.start_deploy(DeployRequest(path=tmp_path / "a")))
+    blue = [i.id for i in w.supervisor.instances("blue")]
+    w.dp.left_open = 3  # websockets still open on blue at the drain deadline
+    deploy_id = await w.controller.start_deploy(DeployRequest(path=tmp_path / "b"))
+    await at_step(w, deploy_id, "retire")
+    d = w.state.deploy(deploy_id)
+    assert d is not None
+    drain = next(s for s in d.steps if s.name == "drain")
+    assert "3 still open" in drain.output and "go away" in drain.output
+    assert w.supervisor.recycled == blue  # told to go away, still there (warm)
+    assert [i.id for i in w.supervisor.instances("blue")] == blue
+
+
+async def test_daemon_stopping_mid_deploy_is_interrupted_not_cancelled(
+    world: Any, tmp_path: Path
+) -> None:
+    w: World = await world()
+    await done(w, await w.controller.start_deploy(DeployRequest(path=tmp_path / "a")))
+    deploy_id = await w.controller.start_deploy(DeployRequest(path=tmp_path / "b", manual=True))
+    await at_step(w, deploy_id, "approve")
+    assert w.supervisor.instances("green")
+    await w.controller.close()  # what SIGTERM of the daemon does
+    d = w.state.deploy(deploy_id)
+    assert d is not None and d.status == "interrupted", d
+    assert d.error is not None and "interrupted during approve" in d.error
+    assert "operator" not in d.error
+    assert not w.supervisor.instances("green")
+    assert w.dp.table.live == "blue" and w.dp.table.preview_colour() == "blue"

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,6 +24,10 @@ from typing import Any
 import aiohttp
 import httpx
 import pytest
+
+from bluegreen.dataplane.envoy import Envoy
+from bluegreen.dataplane.settings import AppPaths, DataPlaneSettings
+from bluegreen.dataplane.table import Backend, RoutingTable
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "e2e-admin-token-0123456789abcdef"
@@ -192,6 +196,7 @@ async def wait_idle_live(tmp: Path, config: Path, within: float = 300) -> dict[s
         if (
             st["live_colour"]
             and st["running_deploy"] is None
+            and st["instances"]
             and all(i["healthy"] for i in st["instances"])
         ):
             return st
@@ -212,3 +217,29 @@ def state_root() -> Iterator[Path]:
             os.kill(int(pid_file.read_text().split()[0]), signal.SIGTERM)
             time.sleep(2)
     shutil.rmtree(d, ignore_errors=True)
+
+
+@dataclass
+class HttpsApp:
+    """The test app behind Envoy with TLS on: its https URL and the generated certificate."""
+
+    base_url: str
+    cert: Path
+    envoy: Envoy
+
+
+@pytest.fixture
+async def https_app(app: Any, tmp_path: Path) -> AsyncIterator[HttpsApp]:
+    """The clinic of the ``app`` fixture served over HTTPS by bluegreen's data plane (Envoy,
+    a self-signed certificate it generates), as ``make up`` serves it."""
+    settings = DataPlaneSettings(health_interval=0.2, health_timeout=0.5).with_ports()
+    envoy = Envoy(settings, state_dir=tmp_path / "var", app_paths=AppPaths())
+    await envoy.start()
+    try:
+        port = int(app.base_url.rsplit(":", 1)[1])
+        backend = Backend("blue-1", "blue", "127.0.0.1", port)
+        await envoy.apply(RoutingTable(live="blue", preview=None, backends=(backend,)))
+        cert = envoy.layout.tls / "cert.pem"
+        yield HttpsApp(base_url=envoy.urls()["https"], cert=cert, envoy=envoy)
+    finally:
+        await envoy.stop()

@@ -63,6 +63,11 @@ def instance_processes(tmp: Path) -> dict[int, str]:
     }
 
 
+def daemon_log_tail(tmp: Path, lines: int = 40) -> str:
+    text = (tmp / "var" / "daemon.log").read_text(errors="replace")
+    return "\n".join(text.splitlines()[-lines:])
+
+
 async def gone(pid: int, within: float = 60) -> None:
     deadline = time.monotonic() + within
     while pid_alive(pid):
@@ -94,7 +99,7 @@ async def test_daemon_death_restart_and_envoy_hot_restart_fail_no_request(
     rounds: list[dict[str, Any]] = []
     try:
         bluegreen(tmp, config, "up", "--detach", "--path", str(REPO))
-        st = await wait_idle_live(tmp, config)
+        st = await wait_idle_live(tmp, config, within=900)  # the first venv: pip, slow here
         assert st["live_colour"] == "blue"
         public = json.loads((tmp / "var" / "daemon.json").read_text())["public"]
         db_url = clinic(tmp, "db", "url", "--keep-running").strip().splitlines()[-1]
@@ -136,8 +141,9 @@ async def test_daemon_death_restart_and_envoy_hot_restart_fail_no_request(
                         running = instance_processes(tmp)
                         listed = {i["pid"]: i["id"] for i in r["status"]["instances"]}
                         # Exactly the configured instances run, and status names exactly them.
-                        assert len(running) == REPLICAS, (kind, running)
-                        assert running == listed, (kind, running, listed)
+                        why = (kind, running, listed, daemon_log_tail(tmp))
+                        assert len(running) == REPLICAS, why
+                        assert running == listed, why
                         assert r["status"]["live_colour"] == "blue"
                         rounds.append({"kind": kind, "seconds": r["seconds"]})
             finally:

@@ -1,6 +1,8 @@
 """A video visit in a real browser: headless Chromium (Debian's ``chromium``) with a fake camera
 and microphone opens the patient's and the doctor's visit pages; the doctor admits the patient;
-each page's remote video reaches a non-zero size; the doctor ends the visit."""
+each page's remote video reaches a non-zero size; the doctor ends the visit. Once straight to
+the app, once over HTTPS through Envoy (bluegreen's data plane, self-signed certificate): the
+secure context real users need for the camera, with a Secure session cookie."""
 
 from __future__ import annotations
 
@@ -8,9 +10,11 @@ import os
 from pathlib import Path
 
 import pytest
+from bluegreen_harness import HttpsApp, https_app
 
 from clinic.appointments.models import Appointment
 from clinic.core.config import Settings
+from clinic.web.sessions import COOKIE as SESSION_COOKIE
 from factories import PASSWORD, make_doctor, make_patient
 from visits_fixtures import make_appointment, visit_settings
 
@@ -24,7 +28,10 @@ ARGS = [
     "--disable-component-update",
     "--disable-sync",
     "--no-first-run",
+    "--ignore-certificate-errors",  # Envoy's generated self-signed certificate
 ]
+
+__all__ = ["https_app"]  # the fixture, imported so pytest finds it here
 
 pytestmark = [
     pytest.mark.slow,
@@ -54,12 +61,26 @@ REMOTE_SIZE = (
 
 
 async def test_patient_and_doctor_see_each_other(app, sessions, settings) -> None:
+    await _video_visit(app.base_url, sessions, settings)
+
+
+async def test_video_visit_over_https_through_envoy(
+    https_app: HttpsApp, sessions, settings
+) -> None:
+    assert https_app.base_url.startswith("https://")
+    cookies = await _video_visit(https_app.base_url, sessions, settings)
+    session = [c for c in cookies if c["name"] == SESSION_COOKIE]
+    assert session and all(c["secure"] for c in session), cookies
+
+
+async def _video_visit(base: str, sessions, settings) -> list:
+    """The call between a patient and a doctor at ``base``; the patient's cookies."""
     from playwright.async_api import async_playwright
 
     doctor = await make_doctor(sessions, settings)
     patient = await make_patient(sessions, settings)
     appt = await make_appointment(sessions, doctor=doctor, patient=patient)
-    base = app.base_url
+    cookies: list = []
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
         try:
@@ -74,6 +95,7 @@ async def test_patient_and_doctor_see_each_other(app, sessions, settings) -> Non
                 await page.wait_for_selector("#visit[data-signalling=connected]")
                 pages[who] = page
             p, d = pages["patient"], pages["doctor"]
+            cookies = await p.context.cookies()
             assert "waiting room" in (await p.text_content("#visit-notice") or "")
             await d.wait_for_selector("#admit:not([disabled])", timeout=10_000)
             assert "waiting" in (await d.text_content("#visit-notice") or "")
@@ -96,6 +118,7 @@ async def test_patient_and_doctor_see_each_other(app, sessions, settings) -> Non
     async with sessions() as session:
         appointment = await session.get(Appointment, appt)
         assert appointment is not None and appointment.status == "completed"
+    return cookies
 
 
 async def test_a_refused_camera_is_explained(app, sessions, settings) -> None:
