@@ -546,8 +546,11 @@ def _parse_database(raw: object) -> DatabaseConfig:
 def _parse_migrations(raw: object) -> MigrationsConfig:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"migrations: expected a [migrations] table, got {_tname(raw)}")
+    from bluegreen import dataguard  # its keys: the rehearsal's data check (sample_seed)
+
     keys = {"plan", "downgrade", "scratch_create", "scratch_drop", "squawk_config"}
-    _only_keys(raw, "migrations", keys)
+    _only_keys(raw, "migrations", keys | dataguard.KEYS)
+    dataguard.parse_settings(raw)  # validated now; the rehearsal reads it from Config.raw
     if "plan" not in raw:
         raise ConfigError(
             'migrations.plan: required, e.g. plan = "{python} -m myapp db plan --json"'

@@ -12,10 +12,13 @@ The plan is JSON::
      "safe_after": {"0005": "0004"},     # each contract revision's safe_after
      "revisions": [                      # the ones this deploy would run, in order
         {"revision": "0002", "down_revision": "0001", "phase": "expand",
-         "removes": [], "safe_after": null, "has_downgrade": true, "sql": "..."}]}
+         "removes": [], "safe_after": null, "has_downgrade": true, "sql": "...",
+         "lint_ignore": [], "data_changes": [           # optional
+            {"table": "appointments", "change": "delete", "reason": "..."}]}]}
 
 A revision is an *expand* migration unless it declares ``phase = "contract"``; a contract
 migration names what it ``removes`` and the revision ``safe_after`` which no release reads it.
+A migration that deletes rows declares it in ``data_changes``, with a reason.
 """
 
 from __future__ import annotations
@@ -31,11 +34,37 @@ from typing import Any
 
 import sqlparse
 
+from bluegreen.dml import MAX_BATCH_KEYS, data_changes, where_always_true, where_bounded
 from bluegreen.errors import BluegreenError
 
 
 class PlanError(BluegreenError):
     code = "bad_migration_plan"
+
+
+DATA_CHANGE_KINDS = ("delete", "update")
+
+
+@dataclass(frozen=True, slots=True)
+class DataDeclaration:
+    """A migration's own word that it changes rows: ``{"table", "change", "reason"}``."""
+
+    table: str
+    change: str
+    reason: str
+
+    @classmethod
+    def from_json(cls, raw: object) -> DataDeclaration:
+        if not isinstance(raw, Mapping):
+            return cls("", "", str(raw))
+        return cls(
+            table=str(raw.get("table") or "").lower(),
+            change=str(raw.get("change") or "").lower(),
+            reason=str(raw.get("reason") or "").strip(),
+        )
+
+    def render(self) -> str:
+        return f"{self.change} on {self.table}: {self.reason}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +77,15 @@ class Migration:
     safe_after: str | None = None
     has_downgrade: bool = True
     lint_ignore: tuple[str, ...] = ()
-    """squawk rules this migration is exempt from, each with its reason in the migration."""
+    """squawk rules (and the data rules, :data:`IGNORABLE`) this migration is exempt from,
+    each with its reason in the migration."""
+    data_changes: tuple[DataDeclaration, ...] = ()
+    """The rows it deletes or rewrites, declared with a reason (``data_changes = [...]``)."""
+
+    def declares(self, change: str, table: str) -> bool:
+        return any(
+            d.change == change and d.table == table.lower() and d.reason for d in self.data_changes
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +111,9 @@ class Plan:
                     safe_after=r.get("safe_after"),
                     has_downgrade=bool(r.get("has_downgrade", True)),
                     lint_ignore=tuple(r.get("lint_ignore") or ()),
+                    data_changes=tuple(
+                        DataDeclaration.from_json(d) for d in r.get("data_changes") or ()
+                    ),
                 )
                 for r in data.get("revisions", ())
             )
@@ -281,7 +321,111 @@ def own_rules(m: Migration) -> list[Finding]:
                         )
                     )
                     break
+    findings += data_rules(m, statements)
+    return [f for f in findings if not (f.rule in IGNORABLE and f.rule in m.lint_ignore)]
+
+
+# -- data changes ----------------------------------------------------------------------
+
+IGNORABLE = frozenset({"unbounded-delete", "unbounded-update", "data-change-in-expand"})
+"""Own rules a migration may opt out of with ``lint_ignore`` (and a reason in its source):
+the rehearsal's row counts still catch rows it destroys. The schema rules are never waived."""
+
+BOOKKEEPING = frozenset({"alembic_version"})
+"""Tables the migration tool itself updates, one row each: not data."""
+
+BATCH_FIX = (
+    "a batched backfill: key ranges of at most {n} rows (WHERE id > :lo AND id <= :hi), "
+    "each its own short transaction outside the migration's, resumable "
+    "(docs/migrations.md, 'Backfill in batches')"
+)
+
+
+def data_rules(m: Migration, statements: Sequence[str]) -> list[Finding]:
+    """``unbounded-delete``, ``unbounded-update`` and ``data-change-in-expand`` for one
+    migration's statements, plus the shape of its ``data_changes`` declaration."""
+    findings = [
+        Finding(
+            m.revision,
+            "bad-data-changes",
+            f"data_changes entry {d.render()!r}",
+            "a data_changes entry names a table, a change (delete or update) and a reason",
+            'data_changes = [{"table": "appointments", "change": "delete", "reason": "why"}]',
+        )
+        for d in m.data_changes
+        if not d.table or d.change not in DATA_CHANGE_KINDS or not d.reason
+    ]
+    changes = [(stmt, c) for stmt in statements for c in data_changes(stmt)]
+    for stmt, change in changes:
+        if change.table in BOOKKEEPING:
+            continue
+        unbounded = where_always_true(change)
+        if change.kind == "DELETE" and unbounded and not _contract_removes(m, change.table):
+            findings.append(
+                Finding(
+                    m.revision,
+                    "unbounded-delete",
+                    stmt,
+                    f"deletes every row of {change.table or 'a table'} (no WHERE, or one "
+                    "that is always true)",
+                    "remove rows in a contract migration that names them (removes = "
+                    '["<table>"] or data_changes = [{"table": ..., "change": "delete", '
+                    '"reason": ...}]), or in a data job outside the deploy',
+                )
+            )
+        if (
+            change.kind == "DELETE"
+            and m.phase == "expand"
+            and not m.declares("delete", change.table)
+        ):
+            findings.append(
+                Finding(
+                    m.revision,
+                    "data-change-in-expand",
+                    stmt,
+                    f"expand migration deletes rows of {change.table or 'a table'} without "
+                    "declaring it",
+                    f'declare it: data_changes = [{{"table": "{change.table}", "change": '
+                    '"delete", "reason": "why these rows may go"}]; the deploy shows it',
+                )
+            )
+        if change.kind == "UPDATE" and (unbounded or not where_bounded(change)):
+            what = "every row" if unbounded else "rows with no key bound (a whole-table backfill)"
+            findings.append(
+                Finding(
+                    m.revision,
+                    "unbounded-update",
+                    stmt,
+                    f"rewrites {what} of {change.table or 'a table'} in one statement: it holds "
+                    "their row locks until it ends, while the live release writes",
+                    BATCH_FIX.format(n=MAX_BATCH_KEYS),
+                )
+            )
     return findings
+
+
+def _contract_removes(m: Migration, table: str) -> bool:
+    """A contract migration that names the table's rows as what it removes."""
+    return m.phase == "contract" and (
+        table.lower() in (r.lower() for r in m.removes) or m.declares("delete", table)
+    )
+
+
+def declarations(plan: Plan) -> list[str]:
+    """What the migrations declare about the data they change and the lint rules they
+    waive, one line each, for the deploy output."""
+    lines = [
+        f"{m.revision} declares a data change: {d.render()}"
+        for m in plan.revisions
+        for d in m.data_changes
+    ]
+    lines += [
+        f"{m.revision} waives the lint rule {rule} (lint_ignore; the rehearsal still counts rows)"
+        for m in plan.revisions
+        for rule in m.lint_ignore
+        if rule in IGNORABLE
+    ]
+    return lines
 
 
 # -- squawk ----------------------------------------------------------------------------

@@ -6,7 +6,9 @@ Plain async functions, usable without the daemon (a Kubernetes Job, a test, a sc
   ``scratch_drop``;
 * :func:`rehearse_on` applies the new release's migrations to a scratch database and runs
   the live release (one instance, started through the given supervisor) and its smoke hook
-  against it;
+  against it; around the migrations it counts the rows of a sample (the smoke accounts, and
+  what ``[migrations] sample_seed`` makes the live release write) and fails when a table
+  lost rows no contract migration declared (:mod:`bluegreen.dataguard`);
 * :func:`rehearse` does all three, always dropping the scratch database it created.
 
 Every failure is a :class:`~bluegreen.errors.StepFailed` whose output tells the story of the
@@ -20,9 +22,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol, TypeVar
 
+import asyncpg
+
+from bluegreen import dataguard
 from bluegreen.config import Colour, Config
-from bluegreen.errors import ReadyTimeout, StepFailed
+from bluegreen.errors import BluegreenError, ReadyTimeout, StepFailed
 from bluegreen.hooks import HookRunner, capture, render, run_hook
+from bluegreen.migrations import Plan, declarations
 from bluegreen.release import Release
 from bluegreen.state import OUTPUT_LIMIT
 
@@ -32,6 +38,7 @@ EnvFor = Callable[[Release, Colour], Mapping[str, str]]
 """The hook environment of a release deployed to a colour (without the database URL)."""
 
 BROKE = "the migration would break the live release"
+DESTROYS = "the migration would destroy the live release's data"
 
 
 class RehearsalInstance(Protocol):
@@ -135,24 +142,25 @@ async def rehearse_on(
     instance_id: str,
     lines: list[str],
     hook_runner: HookRunner = run_hook,
+    plan: Plan | None = None,
 ) -> None:
-    """On the scratch database at ``url``: the new release's migrate hook, then the live
-    release started on it and its smoke hook. Appends what it did to ``lines``."""
-    migrate = config.hooks.migrate
-    if migrate is not None:
-        result = await hook_runner(
-            render(migrate, new, new_colour),
-            cwd=new.dir,
-            env=_db_env(config, env_for, new, new_colour, url),
-            timeout=config.timeouts.hook,
-            log=lambda line: logger.info("[rehearse migrate] %s", line),
+    """On the scratch database at ``url``: the sample seeded and counted, the new release's
+    migrate hook, the sample counted again, then the live release started on it and its smoke
+    hook. ``plan``: the migrations being rehearsed (what they declare; asked of the new
+    release on the scratch database when not given). Appends what it did to ``lines``."""
+    if config.hooks.migrate is not None:
+        await _migrate_checked(
+            url,
+            config=config,
+            new=new,
+            new_colour=new_colour,
+            live=live,
+            live_colour=live_colour,
+            env_for=env_for,
+            lines=lines,
+            hook_runner=hook_runner,
+            plan=plan,
         )
-        if not result.ok:
-            raise StepFailed(
-                f"{BROKE}: the migration failed on the scratch database",
-                story(lines, result.output),
-            )
-        lines.append("new release's migrations applied to the scratch database")
     smoke = config.hooks.smoke
     if smoke is None:
         lines.append("no smoke hook: the live release was not exercised")
@@ -211,6 +219,7 @@ async def rehearse(
     instance_id: str = "rehearsal",
     hook_runner: HookRunner = run_hook,
     on_scratch: Callable[[str | None], None] | None = None,
+    plan: Plan | None = None,
 ) -> str:
     """Create a scratch database, :func:`rehearse_on` it, drop it; return what was done.
 
@@ -236,6 +245,7 @@ async def rehearse(
             instance_id=instance_id,
             lines=lines,
             hook_runner=hook_runner,
+            plan=plan,
         )
     finally:
         dropped = await drop_scratch(
@@ -244,3 +254,122 @@ async def rehearse(
         if dropped and on_scratch is not None:
             on_scratch(None)
     return "\n".join(lines)
+
+
+async def _migrate_checked(
+    url: str,
+    *,
+    config: Config,
+    new: Release,
+    new_colour: Colour,
+    live: Release,
+    live_colour: Colour,
+    env_for: EnvFor,
+    lines: list[str],
+    hook_runner: HookRunner,
+    plan: Plan | None,
+) -> None:
+    """The new release's migrate hook on the scratch database, with the data check around it
+    (on a PostgreSQL scratch database): the sample seeded and counted before, counted after."""
+    migrate = config.hooks.migrate
+    assert migrate is not None
+    before: dict[str, int] | None = None
+    if dataguard.is_postgres(url):
+        if plan is None:
+            plan = await _plan_on(url, config=config, new=new, colour=new_colour, env_for=env_for)
+        lines.extend(declarations(plan) if plan is not None else [])
+        before = await _sample(
+            url,
+            config=config,
+            live=live,
+            colour=live_colour,
+            env_for=env_for,
+            lines=lines,
+            hook_runner=hook_runner,
+        )
+    result = await hook_runner(
+        render(migrate, new, new_colour),
+        cwd=new.dir,
+        env=_db_env(config, env_for, new, new_colour, url),
+        timeout=config.timeouts.hook,
+        log=lambda line: logger.info("[rehearse migrate] %s", line),
+    )
+    if not result.ok:
+        raise StepFailed(
+            f"{BROKE}: the migration failed on the scratch database", story(lines, result.output)
+        )
+    lines.append("new release's migrations applied to the scratch database")
+    if before is not None:
+        verdict = dataguard.compare(before, await _count(url, lines), plan)
+        if not verdict.ok:
+            shown = ", ".join(f"{t} {b} -> {a} rows" for t, (b, a) in verdict.lost.items())
+            raise StepFailed(f"{DESTROYS}: {shown}", story(lines, verdict.summary()))
+        lines.append(verdict.summary())
+
+
+# -- the data check ----------------------------------------------------------------------
+
+
+async def _plan_on(
+    url: str, *, config: Config, new: Release, colour: Colour, env_for: EnvFor
+) -> Plan | None:
+    """The new release's migration plan against the scratch database (still at the live
+    revision): what its migrations declare. None when it cannot be had."""
+    mig = config.migrations
+    if mig is None:
+        return None
+    code, out, err = await capture(
+        render(mig.plan, new, colour),
+        cwd=new.dir,
+        env=_db_env(config, env_for, new, colour, url),
+        timeout=config.timeouts.hook,
+    )
+    try:
+        return Plan.from_json(out) if code == 0 else None
+    except BluegreenError:
+        logger.warning("the migration plan for the data check is unreadable: %s", err or out)
+        return None
+
+
+async def _sample(
+    url: str,
+    *,
+    config: Config,
+    live: Release,
+    colour: Colour,
+    env_for: EnvFor,
+    lines: list[str],
+    hook_runner: HookRunner,
+) -> dict[str, int]:
+    """Seed the sample with the live release (``sample_seed``) and count its rows."""
+    seed = dataguard.parse_settings(config.raw.get("migrations") or {}).sample_seed
+    if seed is not None:
+        result = await hook_runner(
+            render(seed, live, colour),
+            cwd=live.dir,
+            env=_db_env(config, env_for, live, colour, url),
+            timeout=config.timeouts.hook,
+            log=lambda line: logger.info("[rehearse sample] %s", line),
+        )
+        if not result.ok:
+            raise StepFailed(
+                "could not seed the sample data on the scratch database "
+                "(migrations.sample_seed, run with the live release)",
+                story(lines, result.output),
+            )
+    counts = await _count(url, lines)
+    what = "smoke accounts and the live release's sample_seed" if seed else "smoke accounts"
+    lines.append(
+        f"sample on the scratch database ({what}): {sum(counts.values())} rows "
+        f"in {sum(1 for c in counts.values() if c)} of {len(counts)} tables"
+    )
+    return counts
+
+
+async def _count(url: str, lines: list[str]) -> dict[str, int]:
+    try:
+        return await dataguard.count_rows(url)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise StepFailed(
+            "the data check could not count the scratch database's rows", story(lines, str(exc))
+        ) from None

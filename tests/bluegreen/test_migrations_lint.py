@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from bluegreen.migrations import (
+    DataDeclaration,
     Migration,
     Plan,
     ReleaseHead,
     check_contracts,
+    declarations,
     lint,
     own_rules,
     rollback_blockers,
@@ -181,3 +185,150 @@ def test_index_on_a_table_created_without_a_space_before_its_columns() -> None:
     sql = "CREATE TABLE jobs(id BIGINT PRIMARY KEY, q TEXT);\nCREATE INDEX jobs_q ON jobs(q)"
     assert rules(mig(sql)) == []
     assert rules(mig("CREATE INDEX users_q ON users(q)")) == ["index-not-concurrent"]
+
+
+# -- data changes: unbounded-delete, unbounded-update, data-change-in-expand -------------
+
+DELETE_APPOINTMENTS = {"table": "appointments", "change": "delete", "reason": "test rows"}
+
+
+def declared(*entries: dict[str, str]) -> tuple[DataDeclaration, ...]:
+    return tuple(DataDeclaration.from_json(e) for e in entries)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "DELETE FROM appointments",
+        "DELETE FROM appointments WHERE true",
+        "DELETE FROM public.appointments WHERE 1 = 1",
+        "DELETE FROM appointments WHERE id = id",
+        "DELETE FROM appointments WHERE (reason IS NULL OR reason IS NOT NULL)",
+        "delete from only appointments a where not false returning a.id",
+    ],
+)
+def test_unbounded_delete_is_refused_in_any_deploy_migration(sql: str) -> None:
+    # In expand it is also an undeclared data change; declaring does not make it bounded.
+    assert rules(mig(sql)) == ["unbounded-delete", "data-change-in-expand"]
+    assert rules(mig(sql, data_changes=declared(DELETE_APPOINTMENTS))) == ["unbounded-delete"]
+    contract = mig(sql, phase="contract", removes=("appointments.reason",), safe_after="0001")
+    assert rules(contract) == ["unbounded-delete"]
+
+
+def test_unbounded_delete_passes_in_a_contract_migration_that_names_the_rows() -> None:
+    sql = "DELETE FROM appointments"
+    kw: dict[str, object] = {"phase": "contract", "safe_after": "0001"}
+    assert rules(mig(sql, removes=("appointments",), **kw)) == []
+    by_declaration = mig(sql, removes=("x",), data_changes=declared(DELETE_APPOINTMENTS), **kw)
+    assert rules(by_declaration) == []
+
+
+def test_a_bounded_delete_in_expand_must_be_declared_with_a_reason() -> None:
+    sql = "DELETE FROM idempotency_keys WHERE created_at < now() - interval '1 day'"
+    assert rules(mig(sql)) == ["data-change-in-expand"]
+    keys = {"table": "idempotency_keys", "change": "delete", "reason": "expired keys"}
+    assert rules(mig(sql, data_changes=declared(keys))) == []
+    # The declaration must name the right table and give a reason.
+    assert rules(mig(sql, data_changes=declared(DELETE_APPOINTMENTS))) == ["data-change-in-expand"]
+    no_reason = declared({"table": "idempotency_keys", "change": "delete", "reason": " "})
+    assert rules(mig(sql, data_changes=no_reason)) == ["bad-data-changes", "data-change-in-expand"]
+    # A contract migration may delete bounded sets without declaring.
+    assert rules(mig(sql, phase="contract", removes=("x",), safe_after="0001")) == []
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "UPDATE appointments SET reason = reason",
+        "UPDATE appointments SET reason = reason WHERE 1 = 1",
+        "UPDATE appointments SET reason_v2 = reason WHERE reason_v2 IS NULL",
+        "UPDATE appointments SET reason_v2 = reason WHERE id > 0",
+        "UPDATE appointments SET reason_v2 = reason WHERE id > 0 AND id <= 100000000",
+        "UPDATE appointments SET x = 1 WHERE id IN (SELECT appointment_id FROM visits)",
+        "UPDATE appointments SET x = 1 WHERE status = 'booked'",
+    ],
+)
+def test_whole_table_update_is_refused(sql: str) -> None:
+    assert rules(mig(sql)) == ["unbounded-update"]
+    assert rules(mig(sql, phase="contract", removes=("x",), safe_after="0001")) == [
+        "unbounded-update"
+    ]
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "UPDATE appointments SET reason_v2 = reason WHERE id > 0 AND id <= 1000 "
+        "AND (reason_v2 IS NULL)",
+        "UPDATE appointments AS a SET reason_v2 = a.reason WHERE a.id BETWEEN 1001 AND 2000",
+        "UPDATE appointments SET reason = 'x' WHERE id = 42",
+        "UPDATE weekly_hours SET end_time = '17:00' WHERE doctor_id IN (3, 4)",
+        "UPDATE appointments SET x = 1 WHERE 2000 >= id AND id > 1000",
+    ],
+)
+def test_bounded_update_passes(sql: str) -> None:
+    assert rules(mig(sql)) == []
+
+
+def test_data_rules_can_be_waived_by_the_migration_but_schema_rules_cannot() -> None:
+    sql = "DELETE FROM appointments;\nALTER TABLE appointments DROP COLUMN reason"
+    waived = mig(sql, lint_ignore=("unbounded-delete", "data-change-in-expand", "drop-column"))
+    assert rules(waived) == ["drop-column"]
+    small = mig("UPDATE doctors SET bio = ''", lint_ignore=("unbounded-update",))
+    assert rules(small) == []
+
+
+def test_declarations_are_shown_for_the_deploy_output() -> None:
+    m = mig(
+        "DELETE FROM appointments WHERE id = 7",
+        data_changes=declared(DELETE_APPOINTMENTS),
+        lint_ignore=("unbounded-update", "prefer-identity"),
+    )
+    plan = Plan(current="0001", head="0002", history=("0001", "0002"), phases={}, revisions=(m,))
+    assert declarations(plan) == [
+        "0002 declares a data change: delete on appointments: test rows",
+        "0002 waives the lint rule unbounded-update (lint_ignore; the rehearsal still counts rows)",
+    ]
+
+
+def test_plan_json_carries_the_data_changes_declaration() -> None:
+    text = json.dumps(
+        {
+            "current": "0001",
+            "head": "0002",
+            "history": ["0001", "0002"],
+            "revisions": [
+                {
+                    "revision": "0002",
+                    "down_revision": "0001",
+                    "sql": "",
+                    "data_changes": [DELETE_APPOINTMENTS, "not a mapping"],
+                }
+            ],
+        }
+    )
+    (m,) = Plan.from_json(text).revisions
+    assert m.declares("delete", "APPOINTMENTS")
+    assert [f.rule for f in own_rules(m)] == ["bad-data-changes"]
+
+
+def test_data_finding_names_statement_rule_and_safe_way() -> None:
+    findings = own_rules(mig("DELETE FROM appointments"))
+    text = "\n".join(f.render() for f in findings)
+    assert "0002: [unbounded-delete] expand migration" not in text  # not an expand-only rule
+    assert "0002: [unbounded-delete] deletes every row of appointments" in text
+    assert "statement: DELETE FROM appointments" in text
+    assert "safe way: remove rows in a contract migration that names them" in text
+    assert "0002: [data-change-in-expand]" in text and "data_changes = [" in text
+    (update,) = own_rules(mig("UPDATE appointments SET reason = reason"))
+    assert "safe way: a batched backfill" in update.render()
+
+
+def test_data_changes_inside_an_anonymous_code_block_are_linted_too() -> None:
+    block = (
+        "DO $$ BEGIN DELETE FROM appointments; "
+        "IF true THEN UPDATE users SET name = 'x' WHERE id = 1; END IF; END $$"
+    )
+    assert rules(mig(block)) == ["unbounded-delete", "data-change-in-expand"]
+    quiet = "DO $body$ BEGIN PERFORM pg_sleep(0); END $body$"
+    assert rules(mig(quiet)) == []

@@ -17,6 +17,7 @@ from bluegreen.errors import StepFailed
 from bluegreen.hooks import HookResult
 from bluegreen.release import Release
 
+# A URL that is not PostgreSQL: the data check (tests/bluegreen/test_dataguard.py) skips it.
 WRITE = "import sys, pathlib; pathlib.Path(sys.argv[1]).write_text(sys.argv[2])"
 
 
@@ -28,7 +29,7 @@ def config(tmp: Path) -> Config:
             "database": {"url_command": "{python} url", "env": "APP_DB"},
             "migrations": {
                 "plan": "{python} plan",
-                "scratch_create": "{python} -c \"print('postgresql://scratch/1')\"",
+                "scratch_create": "{python} -c \"print('fake://scratch/1')\"",
                 "scratch_drop": f'{{python}} -c "{WRITE}" {tmp / "dropped"} {{url}}',
             },
             "state": {"dir": str(tmp / "var")},
@@ -108,15 +109,15 @@ async def test_rehearse_runs_new_migrations_and_live_smoke_on_scratch(tmp_path: 
     )
     assert "passed its smoke test on the new schema" in out
     (migrate, menv), (smoke, senv) = hooks.calls
-    assert migrate[1] == "migrate" and menv["APP_DB"] == "postgresql://scratch/1"
+    assert migrate[1] == "migrate" and menv["APP_DB"] == "fake://scratch/1"
     assert menv["RELEASE"] == "new"
     # The live release's smoke runs against the instance started on the scratch database.
     assert smoke[1:] == ["smoke", "http://127.0.0.1:9/rehearsal"]
-    assert senv["RELEASE"] == "live" and senv["APP_DB"] == "postgresql://scratch/1"
+    assert senv["RELEASE"] == "live" and senv["APP_DB"] == "fake://scratch/1"
     assert runner.started[0][1:3] == ("blue", "live")
     assert runner.stopped == ["http://127.0.0.1:9/rehearsal"]
-    assert (tmp_path / "dropped").read_text() == "postgresql://scratch/1"
-    assert seen == ["postgresql://scratch/1", None]
+    assert (tmp_path / "dropped").read_text() == "fake://scratch/1"
+    assert seen == ["fake://scratch/1", None]
 
 
 async def test_failed_live_smoke_tells_the_story_and_still_drops(tmp_path: Path) -> None:
@@ -136,4 +137,4 @@ async def test_failed_live_smoke_tells_the_story_and_still_drops(tmp_path: Path)
     assert "migrations applied to the scratch database" in caught.value.output
     assert caught.value.output.endswith("smoke: it broke")
     assert runner.stopped and (tmp_path / "dropped").exists()
-    assert seen == ["postgresql://scratch/1", None]
+    assert seen == ["fake://scratch/1", None]

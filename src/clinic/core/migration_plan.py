@@ -8,6 +8,10 @@ A migration module may declare, beside ``revision`` and ``down_revision``::
     removes = ["appointments.legacy_reason"]   # contract only: what it removes
     safe_after = "0007"       # contract only: the revision since which no release uses it
     lint_ignore = ["prefer-identity"]   # squawk rules that do not apply, with the reason
+    data_changes = [                    # rows it deletes (or rewrites), each with a reason;
+        {"table": "idempotency_keys", "change": "delete",   # the deploy shows them
+         "reason": "keys of a format no release reads"},
+    ]
 """
 
 from __future__ import annotations
@@ -52,6 +56,9 @@ def describe(script: Script) -> dict[str, Any]:
         "safe_after": getattr(module, "safe_after", None),
         "has_downgrade": _downgrade_works(script),
         "lint_ignore": list(getattr(module, "lint_ignore", ())),
+        "data_changes": [
+            d if isinstance(d, dict) else str(d) for d in getattr(module, "data_changes", ())
+        ],
         "doc": (script.doc or "").strip(),
     }
 
