@@ -66,6 +66,7 @@ class Envoy:
         self._ports: dict[str, int] = {}
         self._reapers: set[asyncio.Task[None]] = set()
         self._keepers: set[int] = set()  # keeper shells we started (reaped when they end)
+        self._draining: set[int] = set()  # older epochs still draining after a hot restart
 
     # -- properties -------------------------------------------------------------------
 
@@ -143,7 +144,7 @@ class Envoy:
 
     async def stop(self) -> None:
         """Stop Envoy (every epoch of it) and forget it."""
-        pids = {p for p in (self._pid, *self._recorded_pids()) if p is not None}
+        pids = {p for p in (self._pid, *self._recorded_pids(), *self._draining) if p is not None}
         for pid in pids:
             if self._is_ours(pid):
                 await process.terminate(pid)
@@ -152,6 +153,7 @@ class Envoy:
         for keeper in list(self._keepers):
             await process.wait_gone(keeper, 5.0)  # its Envoy ended, so it ends: reap it
             self._keepers.discard(keeper)
+        self._draining.clear()
         self.layout.pid_file.unlink(missing_ok=True)
         if not self.settings.admin:
             self.layout.admin_socket.unlink(missing_ok=True)
@@ -172,6 +174,7 @@ class Envoy:
         await self._wait_live(pid, epoch=epoch)
         self._pid, self._epoch = pid, epoch
         self._save_pid_file()
+        self._draining.add(old_pid)
         task = asyncio.create_task(self._reap(old_pid))
         self._reapers.add(task)
         task.add_done_callback(self._reapers.discard)
@@ -247,6 +250,7 @@ class Envoy:
     async def _reap(self, pid: int) -> None:
         """Let an old epoch drain and exit; reaps it if it is our child."""
         await process.wait_gone(pid, self.settings.drain_time + 30)
+        self._draining.discard(pid)
         for keeper in list(self._keepers):
             if await process.wait_gone(keeper, 1.0):
                 self._keepers.discard(keeper)
