@@ -141,7 +141,7 @@ def show(name: str, r: dict[str, Any]) -> None:
 
 async def switches(envoy: Any, table: Any, args: argparse.Namespace, url: str) -> dict[str, Any]:
     """Load through Envoy while it is switched ``args.switches`` times."""
-    span = args.switches * args.switch_interval + 2.0
+    span = args.switches * (args.switch_interval + 0.5) + 3.0  # room for slow applies
     load = await asyncio.create_subprocess_exec(
         *load_cmd(url, args, span, trace=True), stdout=asyncio.subprocess.PIPE
     )

@@ -67,6 +67,10 @@ class Envoy:
         self._reapers: set[asyncio.Task[None]] = set()
         self._keepers: set[int] = set()  # keeper shells we started (reaped when they end)
         self._draining: set[int] = set()  # older epochs still draining after a hot restart
+        # Content of each watched file that the running Envoy confirmed to this object,
+        # so an apply() waits only for what changed.
+        self._confirmed: dict[Path, bytes] = {}
+        self._pending: dict[Path, bytes] = {}
 
     # -- properties -------------------------------------------------------------------
 
@@ -135,6 +139,7 @@ class Envoy:
             [*self._argv(epoch=0), "--use-dynamic-base-id", "--base-id-path", str(base_id_file)]
         )
         await self._wait_live(pid, epoch=0)
+        self._confirmed.clear()
         self._base_id = int(base_id_file.read_text().strip())
         self._pid, self._epoch = pid, 0
         self._table = EMPTY_TABLE
@@ -159,6 +164,7 @@ class Envoy:
             self.layout.admin_socket.unlink(missing_ok=True)
         self._pid = None
         self._ports = {}
+        self._confirmed.clear()
 
     async def hot_restart(self) -> None:
         """Start the next epoch on a freshly written bootstrap; it takes over the
@@ -172,6 +178,7 @@ class Envoy:
         )
         pid = await self._spawn([*self._argv(epoch=epoch), "--base-id", str(self._base_id)])
         await self._wait_live(pid, epoch=epoch)
+        self._confirmed.clear()
         self._pid, self._epoch = pid, epoch
         self._save_pid_file()
         self._draining.add(old_pid)
@@ -323,6 +330,7 @@ class Envoy:
         """
         if self._pid is None:
             raise DataPlaneError("envoy is not running: call start() first")
+        self._pending.clear()
         async with EnvoyAdmin(self.admin_address) as admin:
             await self._apply_endpoints(admin, table)
             await self._wait_routable(admin, table)
@@ -334,22 +342,45 @@ class Envoy:
         wanted: dict[str, EndpointSet] = {}
         for colour in COLOURS:
             assignment = endpoints(colour, table)
-            wanted[colour] = endpoint_set(assignment)
-            self._write_if_changed(self.layout.xds_file(f"eds_{colour}"), discovery([assignment]))
+            if self._stage(self.layout.xds_file(f"eds_{colour}"), discovery([assignment])):
+                wanted[colour] = endpoint_set(assignment)
 
         async def applied() -> bool:
             got = await admin.endpoint_sets()
             return all(got.get(c) == w for c, w in wanted.items())
 
-        await _until(applied, "endpoints")
+        if wanted:
+            await _until(applied, "endpoints")
+            self._confirm()
 
     async def _apply_routes(self, admin: EnvoyAdmin, table: RoutingTable) -> None:
         wanted: dict[str, str] = {}
         for name in ROUTE_NAMES:
             doc = discovery([routes(name, table, self.settings)])
-            wanted[name] = doc["version_info"]
-            self._write_if_changed(self.layout.xds_file(f"rds_{name}"), doc)
-        await _until(lambda: _matches(admin.route_versions, wanted), "routes")
+            if self._stage(self.layout.xds_file(f"rds_{name}"), doc):
+                wanted[name] = doc["version_info"]
+        if wanted:
+            await _until(lambda: _matches(admin.route_versions, wanted), "routes")
+            self._confirm()
+
+    def _stage(self, path: Path, doc: dict[str, Any]) -> bool:
+        """Write ``doc`` to ``path`` unless Envoy already confirmed exactly this content
+        to this object; whether there is something to wait for."""
+        data = _encode(doc)
+        try:
+            on_disk = path.read_bytes()
+        except OSError:
+            on_disk = b""
+        if on_disk == data and self._confirmed.get(path) == data:
+            return False
+        if on_disk != data:
+            write_atomic(path, data)
+        self._pending[path] = data
+        return True
+
+    def _confirm(self) -> None:
+        self._confirmed.update(self._pending)
+        self._pending.clear()
 
     async def _wait_routable(self, admin: EnvoyAdmin, table: RoutingTable) -> None:
         """Before a colour gets traffic it did not have, wait (bounded) until Envoy has
@@ -373,7 +404,7 @@ class Envoy:
             log.warning("no %s instance passed Envoy's health check yet; switching anyway", new)
 
     def _write_if_changed(self, path: Path, doc: dict[str, Any]) -> None:
-        data = json.dumps(doc, indent=1, sort_keys=True).encode()
+        data = _encode(doc)
         try:
             if path.read_bytes() == data:
                 return
@@ -472,6 +503,10 @@ async def _until(
 async def _matches(read: Callable[[], Awaitable[dict[str, str]]], wanted: dict[str, str]) -> bool:
     got = await read()
     return all(got.get(k) == v for k, v in wanted.items())
+
+
+def _encode(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, indent=1, sort_keys=True).encode()
 
 
 def _has_all_ports(ports: dict[str, int], s: DataPlaneSettings) -> bool:
