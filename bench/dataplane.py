@@ -169,6 +169,22 @@ async def switches(envoy: Any, table: Any, args: argparse.Namespace, url: str) -
     return result
 
 
+async def envoy_counters(envoy: Any) -> dict[str, int]:
+    """A few of Envoy's upstream counters for blue: how it used the instance."""
+    from bluegreen.dataplane.envoy_admin import EnvoyAdmin
+
+    names = [
+        "upstream_cx_total",
+        "upstream_cx_connect_timeout",
+        "upstream_cx_destroy_remote",
+        "upstream_rq_retry",
+        "upstream_rq_timeout",
+        "outlier_detection.ejections_enforced_total",
+    ]
+    async with EnvoyAdmin(envoy.admin_address) as admin:
+        return {n: await admin.stat_value(f"cluster.blue.{n}") for n in names}
+
+
 async def bench(args: argparse.Namespace, urls: dict[str, str], state: Path) -> dict[str, Any]:
     from bluegreen.dataplane.envoy import Envoy
     from bluegreen.dataplane.settings import AppPaths, DataPlaneSettings
@@ -190,6 +206,7 @@ async def bench(args: argparse.Namespace, urls: dict[str, str], state: Path) -> 
         show("direct", direct)
         proxied = await asyncio.to_thread(run_load, proxied_url, args)
         show("proxied", proxied)
+        print(f"envoy   : {await envoy_counters(envoy)}", flush=True)
         switched = await switches(envoy, table, args, proxied_url)
         sw = switched["switch_ms"]
         print(
