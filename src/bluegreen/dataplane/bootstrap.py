@@ -161,6 +161,41 @@ def _listener(
     }
 
 
+#: Envoy's own refusals (limits, timeouts, no instance reachable) answer in the same JSON
+#: shape as the routes' direct responses; those direct responses keep their own bodies.
+_REFUSALS = (408, 413, 431, 504)
+_UPSTREAM_FLAGS = ["UH", "UF", "URX", "UC", "UT", "UMSDR", "NR"]
+
+
+def local_replies() -> Json:
+    """``local_reply_config``: JSON bodies for Envoy's own error answers."""
+    body = {
+        "json_format": {
+            "error": "%RESPONSE_CODE_DETAILS%",
+            "detail": "%LOCAL_REPLY_BODY%",
+            "request_id": "%REQ(X-REQUEST-ID)%",
+        },
+        "content_type": "application/json",
+    }
+    status_filters = [
+        {
+            "status_code_filter": {
+                "comparison": {"op": "EQ", "value": {"default_value": code, "runtime_key": "-"}}
+            }
+        }
+        for code in _REFUSALS
+    ]
+    flag_filter = {"response_flag_filter": {"flags": _UPSTREAM_FLAGS}}
+    return {
+        "mappers": [
+            {
+                "filter": {"or_filter": {"filters": [*status_filters, flag_filter]}},
+                "body_format_override": body,
+            }
+        ]
+    }
+
+
 def _hcm(name: str, s: DataPlaneSettings, layout: Layout, *, redirect: int, tls: bool) -> Json:
     """The HTTP connection manager; ``redirect`` (an HTTPS port) answers every request
     with a redirect there instead of routing it."""
@@ -203,6 +238,7 @@ def _hcm(name: str, s: DataPlaneSettings, layout: Layout, *, redirect: int, tls:
         "http2_protocol_options": {"allow_connect": True, "max_concurrent_streams": 128},
         "normalize_path": True,
         "server_header_transformation": "PASS_THROUGH",
+        "local_reply_config": local_replies(),
     }
     if tls:
         config["forward_client_cert_details"] = "SANITIZE"
