@@ -205,7 +205,7 @@ def _action(colour: Colour, retry_on: str, s: DataPlaneSettings) -> Json:
                 }
             ],
             # Least request favours an instance whose connects fail fast: re-pick harder.
-            "host_selection_retry_max_attempts": 10,
+            "host_selection_retry_max_attempts": 50,
         },
     }
 
