@@ -104,9 +104,11 @@ def bootstrap(s: DataPlaneSettings, layout: Layout, *, ports: dict[str, int] | N
         "stats_config": {
             "histogram_bucket_settings": [
                 {
-                    "match": {"prefix": "cluster."},
+                    "match": {"prefix": prefix},
                     "buckets": [round(b * 1000, 3) for b in BUCKETS],
                 }
+                # Clusters (per colour, shadow targets), and routes (per route group).
+                for prefix in ("cluster.", "vhost.")
             ]
         },
         "overload_manager": {
@@ -217,7 +219,7 @@ def _hcm(name: str, s: DataPlaneSettings, layout: Layout, *, redirect: int, tls:
             "max_request_bytes": s.max_body_bytes,
         },
     }
-    route_name = "public" if name in ("public", "https") else "preview"
+    route_name = name  # "public", "preview", or "https" (a Secure stickiness cookie)
     config: Json = {
         "@type": HCM_TYPE,
         "stat_prefix": name,

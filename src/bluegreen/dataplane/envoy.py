@@ -29,18 +29,32 @@ from bluegreen.dataplane.bootstrap import SECRET_NAME, Layout, bootstrap
 from bluegreen.dataplane.envoy_admin import AdminError, EndpointSet, EnvoyAdmin, endpoint_set
 from bluegreen.dataplane.errors import DataPlaneError
 from bluegreen.dataplane.files import private_dir, write_atomic, write_json_atomic
-from bluegreen.dataplane.promstats import STATS_FILTER, parse_colour_stats
+from bluegreen.dataplane.promstats import (
+    DETAIL_FILTER,
+    STATS_FILTER,
+    parse_colour_stats,
+    parse_group_stats,
+    parse_shadow_stats,
+)
 from bluegreen.dataplane.resources import (
-    ROUTE_NAMES,
     all_clusters,
     discovery,
     endpoints,
+    route_names,
     routes,
     tls_secret,
 )
 from bluegreen.dataplane.settings import AppPaths, DataPlaneSettings
-from bluegreen.dataplane.stats import ColourStats
-from bluegreen.dataplane.table import COLOURS, EMPTY_TABLE, Backend, Colour, RoutingTable
+from bluegreen.dataplane.stats import ColourStats, Group
+from bluegreen.dataplane.table import (
+    COLOURS,
+    EMPTY_TABLE,
+    Backend,
+    Colour,
+    RoutingTable,
+    Shadow,
+    Weights,
+)
 from bluegreen.dataplane.tls import ensure_self_signed
 
 log = logging.getLogger(__name__)
@@ -355,7 +369,7 @@ class Envoy:
 
     async def _apply_routes(self, admin: EnvoyAdmin, table: RoutingTable) -> None:
         wanted: dict[str, str] = {}
-        for name in ROUTE_NAMES:
+        for name in route_names(self.settings):
             doc = discovery([routes(name, table, self.settings)])
             if self._stage(self.layout.xds_file(f"rds_{name}"), doc):
                 wanted[name] = doc["version_info"]
@@ -386,8 +400,10 @@ class Envoy:
         """Before a colour gets traffic it did not have, wait (bounded) until Envoy has
         seen one of its instances pass a health check. After the bound the switch goes
         on: with no healthy instance Envoy's panic mode still tries them all."""
-        before = {self._table.live, self._table.preview_colour()}
-        targets = {c for c in (table.live, table.preview_colour()) if c is not None}
+        before = {self._table.live, self._table.preview_colour(), *_candidate(self._table)}
+        targets = {
+            c for c in (table.live, table.preview_colour(), *_candidate(table)) if c is not None
+        }
         new = {c for c in targets - before if table.of_colour(c)}
         if not new:
             return
@@ -416,7 +432,7 @@ class Envoy:
         for colour in COLOURS:
             doc = discovery([endpoints(colour, table)])
             self._write_if_changed(self.layout.xds_file(f"eds_{colour}"), doc)
-        for name in ROUTE_NAMES:
+        for name in route_names(self.settings):
             self._write_if_changed(
                 self.layout.xds_file(f"rds_{name}"),
                 discovery([routes(name, table, self.settings)]),
@@ -448,7 +464,8 @@ class Envoy:
         except (OSError, ValueError, KeyError, TypeError):
             return None
         wanted = {
-            n: discovery([routes(n, table, self.settings)])["version_info"] for n in ROUTE_NAMES
+            n: discovery([routes(n, table, self.settings)])["version_info"]
+            for n in route_names(self.settings)
         }
         try:
             async with EnvoyAdmin(self.admin_address) as admin:
@@ -475,13 +492,38 @@ class Envoy:
 
     async def stats(self) -> dict[Colour, ColourStats]:
         """Cumulative per-colour request counts and latency histograms."""
+        return parse_colour_stats(await self._prometheus(STATS_FILTER))
+
+    async def shadow_stats(self) -> dict[tuple[Colour, Group], ColourStats]:
+        """Cumulative stats of mirrored requests by (target colour, route group): the
+        shadow's answers (discarded), apart from preview and smoke traffic."""
+        return parse_shadow_stats(await self._prometheus(DETAIL_FILTER))
+
+    async def shadow_totals(self) -> dict[Colour, ColourStats]:
+        """:meth:`shadow_stats` summed over the route groups, per target colour."""
+        return _totals(await self.shadow_stats())
+
+    async def group_stats(self) -> dict[tuple[Colour, Group], ColourStats]:
+        """Cumulative stats of the public listeners' requests by (colour, route group)
+        (``pages``, ``api`` for ``/api/``, ``static`` for ``/static/``); preview and
+        mirrored requests are not in them. During a phased switch the first request of a
+        new session (before its cookie) is not either: its colour is picked after routing."""
+        return parse_group_stats(await self._prometheus(DETAIL_FILTER))
+
+    async def _prometheus(self, name_filter: str) -> str:
         async with EnvoyAdmin(self.admin_address) as admin:
             # Asking merges the workers' histograms, which completes just after the
             # answer: ask once, then read.
-            await admin.prometheus(STATS_FILTER)
+            await admin.prometheus(name_filter)
             await asyncio.sleep(0.02)
-            text = await admin.prometheus(STATS_FILTER)
-        return parse_colour_stats(text)
+            return await admin.prometheus(name_filter)
+
+
+def _totals(by_group: dict[tuple[Colour, Group], ColourStats]) -> dict[Colour, ColourStats]:
+    result = {c: ColourStats(colour=c) for c in COLOURS}
+    for (colour, _), stats in by_group.items():
+        result[colour] = result[colour] + stats
+    return result
 
 
 async def _until(
@@ -521,11 +563,22 @@ def _url(scheme: str, host: str, port: int) -> str:
     return f"{scheme}://{host}:{port}"
 
 
+def _candidate(table: RoutingTable) -> tuple[Colour, ...]:
+    """The colour a phased switch sends some new sessions to (none when atomic)."""
+    w = table.weights
+    return (w.candidate,) if w is not None and w.percent > 0 else ()
+
+
 def _table_json(table: RoutingTable) -> dict[str, Any]:
+    shadow, weights = table.shadow, table.weights
     return {
         "live": table.live,
         "preview": table.preview,
         "mode": table.mode,
+        "shadow": None if shadow is None else {"target": shadow.target, "share": shadow.share},
+        "weights": None
+        if weights is None
+        else {"candidate": weights.candidate, "percent": weights.percent},
         "backends": [
             {"id": b.id, "colour": b.colour, "host": b.host, "port": b.port, "healthy": b.healthy}
             for b in table.backends
@@ -539,4 +592,6 @@ def _table_from_json(data: dict[str, Any]) -> RoutingTable:
         preview=data["preview"],
         mode=data["mode"],
         backends=tuple(Backend(**b) for b in data["backends"]),
+        shadow=Shadow(**data["shadow"]) if data.get("shadow") else None,
+        weights=Weights(**data["weights"]) if data.get("weights") else None,
     )
