@@ -18,6 +18,7 @@ from dataplane_fixtures import (  # noqa: F401 (fixtures)
     table,
     upstream,
 )
+from yarl import URL
 
 from bluegreen.dataplane.envoy import Envoy
 from bluegreen.dataplane.table import COOKIE, RoutingTable, Weights
@@ -71,12 +72,10 @@ async def test_a_session_stays_on_its_colour_and_weight_zero_sends_all_to_blue(
             who, cookies = await _get(url, colour)
             assert who == instance
             assert cookies == []  # the cookie is set once, on the weighted pick
-    # A real browser (a cookie jar): once on green, always on green.
-    async with aiohttp.ClientSession() as browser:
-        while True:
-            async with browser.get(url + "/echo") as resp:
-                if (await resp.json())["served_by"] == "g1":
-                    break
+    # Real browsers (a cookie jar each, cookies kept for an IP host): the first one that
+    # lands on green stays on green.
+    browser = await _green_browser(url)
+    try:
         for _ in range(100):
             async with browser.get(url + "/echo") as resp:
                 assert (await resp.json())["served_by"] == "g1"
@@ -86,6 +85,20 @@ async def test_a_session_stays_on_its_colour_and_weight_zero_sends_all_to_blue(
             async with browser.get(url + "/echo") as resp:
                 assert (await resp.json())["served_by"] == "b1"
             assert (await _get(url))[0] == "b1"
+    finally:
+        await browser.close()
+
+
+async def _green_browser(url: str) -> aiohttp.ClientSession:
+    """A browser whose first request landed on green (1 in 10): 0.9**200 to fail."""
+    for _ in range(200):
+        browser = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+        async with browser.get(url + "/echo") as resp:
+            if (await resp.json())["served_by"] == "g1":
+                assert browser.cookie_jar.filter_cookies(URL(url))[COOKIE].value == "green"
+                return browser
+        await browser.close()
+    raise AssertionError("no browser landed on green")
 
 
 async def test_weight_100_and_no_weights_are_atomic(envoy: Envoy, upstream: StartUpstream) -> None:
@@ -134,10 +147,12 @@ async def test_the_https_listener_sets_a_secure_cookie(
     insecure.check_hostname = False
     insecure.verify_mode = ssl.CERT_NONE
     connector = aiohttp.TCPConnector(ssl=insecure)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        async with session.get(envoy.urls()["https"] + "/echo") as resp:
-            assert resp.status == 200
-            (cookie,) = resp.headers.getall("Set-Cookie")
-            assert cookie.endswith("; Path=/; HttpOnly; SameSite=Lax; Secure")
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.get(envoy.urls()["https"] + "/echo") as resp,
+    ):
+        assert resp.status == 200
+        (cookie,) = resp.headers.getall("Set-Cookie")
+        assert cookie.endswith("; Path=/; HttpOnly; SameSite=Lax; Secure")
     _, plain = await _get(envoy.urls()["public"])
     assert not plain[0].endswith("Secure")

@@ -39,7 +39,7 @@ async def test_shadow_mirrors_safe_reads_only_and_marks_their_host(
     await envoy.apply(t)
     assert await envoy.read_table() == t
     url = envoy.urls()["public"]
-    host = url.removeprefix("http://")
+    hostname, port = url.removeprefix("http://").rsplit(":", 1)
     before = await envoy.shadow_stats()
     for _ in range(5):
         assert (await _echo(http, url))["served_by"] == "b1"  # the user's answer is blue's
@@ -54,9 +54,11 @@ async def test_shadow_mirrors_safe_reads_only_and_marks_their_host(
         return len(g1.seen) >= 6
 
     await eventually(mirrored)
-    # Only the GETs and the HEAD, each marked by Envoy with "-shadow" on the Host.
+    # Only the GETs and the HEAD, each marked by Envoy with "-shadow" on the Host's name
+    # (before the port: "127.0.0.1-shadow:8000").
     assert sorted(m for m, _, _ in g1.seen) == ["GET"] * 5 + ["HEAD"]
-    assert {h for _, _, h in g1.seen} == {f"{host}-shadow"}
+    assert {h for _, _, h in g1.seen} == {f"{hostname}-shadow:{port}"}
+    assert all(not h.endswith("-shadow") for _, _, h in b1.seen)
     assert "/ws" not in g1.arrivals
     after = await envoy.shadow_stats()
     window = after[("green", "pages")] - before[("green", "pages")]
