@@ -62,6 +62,10 @@ log = logging.getLogger(__name__)
 START_TIMEOUT = 30.0
 APPLY_TIMEOUT = 30.0
 POLL = 0.001
+#: Version of the bootstrap and watched files' layout. An adopted Envoy started with an
+#: older one (2: the HTTPS listener got routes of its own, and the shadow clusters came)
+#: is hot restarted onto the current bootstrap at once.
+LAYOUT_VERSION = 2
 
 
 class Envoy:
@@ -77,6 +81,7 @@ class Envoy:
         self._pid: int | None = None
         self._epoch = 0
         self._base_id: int | None = None
+        self._layout = LAYOUT_VERSION
         self._ports: dict[str, int] = {}
         self._reapers: set[asyncio.Task[None]] = set()
         self._keepers: set[int] = set()  # keeper shells we started (reaped when they end)
@@ -139,6 +144,9 @@ class Envoy:
         private_dir(self.layout.root)
         private_dir(self.layout.xds)
         if await self._adopt():
+            if self._layout < LAYOUT_VERSION:
+                log.info("envoy %s runs an older layout: hot restarting onto this one", self._pid)
+                await self.hot_restart()
             return True
         self._write_static_files()
         write_json_atomic(
@@ -187,13 +195,14 @@ class Envoy:
             raise DataPlaneError("envoy is not running: nothing to hot restart")
         old_pid, epoch = self._pid, self._epoch + 1
         self._write_static_files()
+        self._write_missing_routes()
         write_json_atomic(
             self.layout.bootstrap, bootstrap(self.settings, self.layout, ports=self._ports)
         )
         pid = await self._spawn([*self._argv(epoch=epoch), "--base-id", str(self._base_id)])
         await self._wait_live(pid, epoch=epoch)
         self._confirmed.clear()
-        self._pid, self._epoch = pid, epoch
+        self._pid, self._epoch, self._layout = pid, epoch, LAYOUT_VERSION
         self._save_pid_file()
         self._draining.add(old_pid)
         task = asyncio.create_task(self._reap(old_pid))
@@ -301,6 +310,7 @@ class Envoy:
         self._pid, self._ports = pid, ports
         self._epoch = int(record.get("epoch", 0))
         self._base_id = int(record["base_id"])
+        self._layout = int(record.get("layout", 1))
         self._table = await self.read_table() or EMPTY_TABLE
         log.info("adopted running envoy %d (epoch %d)", pid, self._epoch)
         return True
@@ -312,7 +322,12 @@ class Envoy:
     def _save_pid_file(self) -> None:
         write_json_atomic(
             self.layout.pid_file,
-            {"pid": self._pid, "epoch": self._epoch, "base_id": self._base_id},
+            {
+                "pid": self._pid,
+                "epoch": self._epoch,
+                "base_id": self._base_id,
+                "layout": LAYOUT_VERSION,
+            },
         )
 
     def _read_pid_file(self) -> dict[str, Any] | None:
@@ -438,6 +453,18 @@ class Envoy:
                 discovery([routes(name, table, self.settings)]),
             )
         write_json_atomic(self.layout.table_file, _table_json(table))
+
+    def _write_missing_routes(self) -> None:
+        """A route file the bootstrap names but an older layout did not write, from the
+        table last written; files that exist keep what the running Envoy routes by."""
+        try:
+            table = _table_from_json(json.loads(self.layout.table_file.read_text()))
+        except (OSError, ValueError, KeyError, TypeError):
+            table = self._table
+        for name in route_names(self.settings):
+            path = self.layout.xds_file(f"rds_{name}")
+            if not path.exists():
+                write_json_atomic(path, discovery([routes(name, table, self.settings)]))
 
     def _write_static_files(self) -> None:
         """Clusters and the certificate secret: they change only with the settings."""
