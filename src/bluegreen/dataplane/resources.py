@@ -72,8 +72,13 @@ def path_source(path: str, watched_dir: str) -> Json:
 
 
 def route_names(s: DataPlaneSettings) -> tuple[str, ...]:
-    """The route configurations Envoy reads with these settings."""
-    return TLS_ROUTE_NAMES if s.https is not None else ROUTE_NAMES
+    """The route configurations Envoy reads with these settings (a plain HTTP listener
+    that redirects to HTTPS reads none)."""
+    if s.https is None:
+        return ROUTE_NAMES
+    if s.redirect_http_to_https:
+        return ("preview", "https")
+    return TLS_ROUTE_NAMES
 
 
 def shadow_cluster_name(colour: Colour, group: str) -> str:
