@@ -51,7 +51,7 @@ async def test_shadow_mirrors_safe_reads_only_and_marks_their_host(
         await ws.close()
 
     async def mirrored() -> bool:
-        return len(g1.seen) >= 6
+        return (await envoy.shadow_totals())["green"].requests >= 6
 
     await eventually(mirrored)
     # Only the GETs and the HEAD, each marked by Envoy with "-shadow" on the Host's name
@@ -102,12 +102,16 @@ async def test_shadow_share_mirrors_about_that_share(
     url = envoy.urls()["public"]
     for _ in range(400):
         await _echo(http, url)
-    await envoy.apply(table(b1, g1, live="blue"))  # mirrors in flight finish first
-    stats = await envoy.shadow_stats()
-    n = stats[("green", "pages")].requests
+    await envoy.apply(table(b1, g1, live="blue"))
+
+    async def all_answered() -> bool:  # every mirror that reached green is counted
+        return (await envoy.shadow_totals())["green"].requests == len(g1.seen)
+
+    await eventually(all_answered)
+    n = len(g1.seen)
     # 400 draws at 25%: mean 100, sd ~8.7; [50, 160] is out of reach of a correct split.
     assert 50 <= n <= 160
-    await eventually(lambda: _true(len(g1.seen) == n))
+    assert {m for m, _, _ in g1.seen} == {"GET"}
 
 
 @pytest.mark.parametrize("shadow", [None, Shadow("green", 1.0)])
@@ -132,8 +136,15 @@ async def test_requests_are_counted_in_their_route_group_and_colour(
     assert sum(window[("blue", "static")].buckets) == 5
     assert window[("green", "pages")].requests == 0
     if shadow is not None:
-        await eventually(lambda: _true(len(g1.seen) >= 12))
+
+        async def all_answered() -> bool:  # counted once green's answer is in
+            return (await envoy.shadow_totals())["green"].requests >= 12
+
+        await eventually(all_answered)
         mirrored = await envoy.shadow_stats()
         assert mirrored[("green", "pages")].requests == 3
         assert mirrored[("green", "api")].requests == 4
         assert mirrored[("green", "static")].requests == 5
+        # Their latencies too: the shadow's p95 is what is compared with blue's.
+        assert sum(mirrored[("green", "api")].buckets) == 4
+        assert mirrored[("green", "pages")].p95() is not None
