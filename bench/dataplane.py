@@ -141,7 +141,7 @@ def show(name: str, r: dict[str, Any]) -> None:
 
 async def switches(envoy: Any, table: Any, args: argparse.Namespace, url: str) -> dict[str, Any]:
     """Load through Envoy while it is switched ``args.switches`` times."""
-    span = args.switches * args.switch_interval + 2.0
+    span = args.switches * (args.switch_interval + 0.5) + 3.0  # room for slow applies
     load = await asyncio.create_subprocess_exec(
         *load_cmd(url, args, span, trace=True), stdout=asyncio.subprocess.PIPE
     )
@@ -169,6 +169,22 @@ async def switches(envoy: Any, table: Any, args: argparse.Namespace, url: str) -
     return result
 
 
+async def envoy_counters(envoy: Any) -> dict[str, int]:
+    """A few of Envoy's upstream counters for blue: how it used the instance."""
+    from bluegreen.dataplane.envoy_admin import EnvoyAdmin
+
+    names = [
+        "upstream_cx_total",
+        "upstream_cx_connect_timeout",
+        "upstream_cx_destroy_remote",
+        "upstream_rq_retry",
+        "upstream_rq_timeout",
+        "outlier_detection.ejections_enforced_total",
+    ]
+    async with EnvoyAdmin(envoy.admin_address) as admin:
+        return {n: await admin.stat_value(f"cluster.blue.{n}") for n in names}
+
+
 async def bench(args: argparse.Namespace, urls: dict[str, str], state: Path) -> dict[str, Any]:
     from bluegreen.dataplane.envoy import Envoy
     from bluegreen.dataplane.settings import AppPaths, DataPlaneSettings
@@ -190,6 +206,7 @@ async def bench(args: argparse.Namespace, urls: dict[str, str], state: Path) -> 
         show("direct", direct)
         proxied = await asyncio.to_thread(run_load, proxied_url, args)
         show("proxied", proxied)
+        print(f"envoy   : {await envoy_counters(envoy)}", flush=True)
         switched = await switches(envoy, table, args, proxied_url)
         sw = switched["switch_ms"]
         print(

@@ -104,9 +104,11 @@ def bootstrap(s: DataPlaneSettings, layout: Layout, *, ports: dict[str, int] | N
         "stats_config": {
             "histogram_bucket_settings": [
                 {
-                    "match": {"prefix": "cluster."},
+                    "match": {"prefix": prefix},
                     "buckets": [round(b * 1000, 3) for b in BUCKETS],
                 }
+                # Clusters (per colour, shadow targets), and routes (per route group).
+                for prefix in ("cluster.", "vhost.")
             ]
         },
         "overload_manager": {
@@ -141,7 +143,9 @@ def _listener(
             "typed_config": {
                 "@type": TLS_TYPE,
                 "common_tls_context": {
-                    "alpn_protocols": ["h2", "http/1.1"],
+                    # HTTP/1.1 only for now: browsers would carry websockets over h2 as
+                    # extended CONNECT, which no test here covers yet.
+                    "alpn_protocols": ["http/1.1"],
                     "tls_certificate_sds_secret_configs": [
                         {
                             "name": SECRET_NAME,
@@ -158,6 +162,41 @@ def _listener(
         "address": {"socket_address": {"address": addr.host, "port_value": port}},
         "per_connection_buffer_limit_bytes": s.buffer_bytes,
         "filter_chains": [chain],
+    }
+
+
+#: Envoy's own refusals (limits, timeouts, no instance reachable) answer in the same JSON
+#: shape as the routes' direct responses; those direct responses keep their own bodies.
+_REFUSALS = (408, 413, 431, 504)
+_UPSTREAM_FLAGS = ["UH", "UF", "URX", "UC", "UT", "UMSDR", "NR"]
+
+
+def local_replies() -> Json:
+    """``local_reply_config``: JSON bodies for Envoy's own error answers."""
+    body = {
+        "json_format": {
+            "error": "%RESPONSE_CODE_DETAILS%",
+            "detail": "%LOCAL_REPLY_BODY%",
+            "request_id": "%REQ(X-REQUEST-ID)%",
+        },
+        "content_type": "application/json",
+    }
+    status_filters = [
+        {
+            "status_code_filter": {
+                "comparison": {"op": "EQ", "value": {"default_value": code, "runtime_key": "-"}}
+            }
+        }
+        for code in _REFUSALS
+    ]
+    flag_filter = {"response_flag_filter": {"flags": _UPSTREAM_FLAGS}}
+    return {
+        "mappers": [
+            {
+                "filter": {"or_filter": {"filters": [*status_filters, flag_filter]}},
+                "body_format_override": body,
+            }
+        ]
     }
 
 
@@ -180,7 +219,7 @@ def _hcm(name: str, s: DataPlaneSettings, layout: Layout, *, redirect: int, tls:
             "max_request_bytes": s.max_body_bytes,
         },
     }
-    route_name = "public" if name in ("public", "https") else "preview"
+    route_name = name  # "public", "preview", or "https" (a Secure stickiness cookie)
     config: Json = {
         "@type": HCM_TYPE,
         "stat_prefix": name,
@@ -203,6 +242,7 @@ def _hcm(name: str, s: DataPlaneSettings, layout: Layout, *, redirect: int, tls:
         "http2_protocol_options": {"allow_connect": True, "max_concurrent_streams": 128},
         "normalize_path": True,
         "server_header_transformation": "PASS_THROUGH",
+        "local_reply_config": local_replies(),
     }
     if tls:
         config["forward_client_cert_details"] = "SANITIZE"

@@ -29,18 +29,32 @@ from bluegreen.dataplane.bootstrap import SECRET_NAME, Layout, bootstrap
 from bluegreen.dataplane.envoy_admin import AdminError, EndpointSet, EnvoyAdmin, endpoint_set
 from bluegreen.dataplane.errors import DataPlaneError
 from bluegreen.dataplane.files import private_dir, write_atomic, write_json_atomic
-from bluegreen.dataplane.promstats import STATS_FILTER, parse_colour_stats
+from bluegreen.dataplane.promstats import (
+    DETAIL_FILTER,
+    STATS_FILTER,
+    parse_colour_stats,
+    parse_group_stats,
+    parse_shadow_stats,
+)
 from bluegreen.dataplane.resources import (
-    ROUTE_NAMES,
     all_clusters,
     discovery,
     endpoints,
+    route_names,
     routes,
     tls_secret,
 )
 from bluegreen.dataplane.settings import AppPaths, DataPlaneSettings
-from bluegreen.dataplane.stats import ColourStats
-from bluegreen.dataplane.table import COLOURS, EMPTY_TABLE, Backend, Colour, RoutingTable
+from bluegreen.dataplane.stats import ColourStats, Group
+from bluegreen.dataplane.table import (
+    COLOURS,
+    EMPTY_TABLE,
+    Backend,
+    Colour,
+    RoutingTable,
+    Shadow,
+    Weights,
+)
 from bluegreen.dataplane.tls import ensure_self_signed
 
 log = logging.getLogger(__name__)
@@ -48,6 +62,10 @@ log = logging.getLogger(__name__)
 START_TIMEOUT = 30.0
 APPLY_TIMEOUT = 30.0
 POLL = 0.001
+#: Version of the bootstrap and watched files' layout. An adopted Envoy started with an
+#: older one (2: the HTTPS listener got routes of its own, and the shadow clusters came)
+#: is hot restarted onto the current bootstrap at once.
+LAYOUT_VERSION = 2
 
 
 class Envoy:
@@ -63,9 +81,15 @@ class Envoy:
         self._pid: int | None = None
         self._epoch = 0
         self._base_id: int | None = None
+        self._layout = LAYOUT_VERSION
         self._ports: dict[str, int] = {}
         self._reapers: set[asyncio.Task[None]] = set()
         self._keepers: set[int] = set()  # keeper shells we started (reaped when they end)
+        self._draining: set[int] = set()  # older epochs still draining after a hot restart
+        # Content of each watched file that the running Envoy confirmed to this object,
+        # so an apply() waits only for what changed.
+        self._confirmed: dict[Path, bytes] = {}
+        self._pending: dict[Path, bytes] = {}
 
     # -- properties -------------------------------------------------------------------
 
@@ -120,6 +144,9 @@ class Envoy:
         private_dir(self.layout.root)
         private_dir(self.layout.xds)
         if await self._adopt():
+            if self._layout < LAYOUT_VERSION:
+                log.info("envoy %s runs an older layout: hot restarting onto this one", self._pid)
+                await self.hot_restart()
             return True
         self._write_static_files()
         write_json_atomic(
@@ -134,6 +161,7 @@ class Envoy:
             [*self._argv(epoch=0), "--use-dynamic-base-id", "--base-id-path", str(base_id_file)]
         )
         await self._wait_live(pid, epoch=0)
+        self._confirmed.clear()
         self._base_id = int(base_id_file.read_text().strip())
         self._pid, self._epoch = pid, 0
         self._table = EMPTY_TABLE
@@ -143,7 +171,7 @@ class Envoy:
 
     async def stop(self) -> None:
         """Stop Envoy (every epoch of it) and forget it."""
-        pids = {p for p in (self._pid, *self._recorded_pids()) if p is not None}
+        pids = {p for p in (self._pid, *self._recorded_pids(), *self._draining) if p is not None}
         for pid in pids:
             if self._is_ours(pid):
                 await process.terminate(pid)
@@ -152,11 +180,13 @@ class Envoy:
         for keeper in list(self._keepers):
             await process.wait_gone(keeper, 5.0)  # its Envoy ended, so it ends: reap it
             self._keepers.discard(keeper)
+        self._draining.clear()
         self.layout.pid_file.unlink(missing_ok=True)
         if not self.settings.admin:
             self.layout.admin_socket.unlink(missing_ok=True)
         self._pid = None
         self._ports = {}
+        self._confirmed.clear()
 
     async def hot_restart(self) -> None:
         """Start the next epoch on a freshly written bootstrap; it takes over the
@@ -165,13 +195,16 @@ class Envoy:
             raise DataPlaneError("envoy is not running: nothing to hot restart")
         old_pid, epoch = self._pid, self._epoch + 1
         self._write_static_files()
+        self._write_missing_routes()
         write_json_atomic(
             self.layout.bootstrap, bootstrap(self.settings, self.layout, ports=self._ports)
         )
         pid = await self._spawn([*self._argv(epoch=epoch), "--base-id", str(self._base_id)])
         await self._wait_live(pid, epoch=epoch)
-        self._pid, self._epoch = pid, epoch
+        self._confirmed.clear()
+        self._pid, self._epoch, self._layout = pid, epoch, LAYOUT_VERSION
         self._save_pid_file()
+        self._draining.add(old_pid)
         task = asyncio.create_task(self._reap(old_pid))
         self._reapers.add(task)
         task.add_done_callback(self._reapers.discard)
@@ -247,6 +280,7 @@ class Envoy:
     async def _reap(self, pid: int) -> None:
         """Let an old epoch drain and exit; reaps it if it is our child."""
         await process.wait_gone(pid, self.settings.drain_time + 30)
+        self._draining.discard(pid)
         for keeper in list(self._keepers):
             if await process.wait_gone(keeper, 1.0):
                 self._keepers.discard(keeper)
@@ -276,6 +310,7 @@ class Envoy:
         self._pid, self._ports = pid, ports
         self._epoch = int(record.get("epoch", 0))
         self._base_id = int(record["base_id"])
+        self._layout = int(record.get("layout", 1))
         self._table = await self.read_table() or EMPTY_TABLE
         log.info("adopted running envoy %d (epoch %d)", pid, self._epoch)
         return True
@@ -287,7 +322,12 @@ class Envoy:
     def _save_pid_file(self) -> None:
         write_json_atomic(
             self.layout.pid_file,
-            {"pid": self._pid, "epoch": self._epoch, "base_id": self._base_id},
+            {
+                "pid": self._pid,
+                "epoch": self._epoch,
+                "base_id": self._base_id,
+                "layout": LAYOUT_VERSION,
+            },
         )
 
     def _read_pid_file(self) -> dict[str, Any] | None:
@@ -319,6 +359,7 @@ class Envoy:
         """
         if self._pid is None:
             raise DataPlaneError("envoy is not running: call start() first")
+        self._pending.clear()
         async with EnvoyAdmin(self.admin_address) as admin:
             await self._apply_endpoints(admin, table)
             await self._wait_routable(admin, table)
@@ -330,29 +371,54 @@ class Envoy:
         wanted: dict[str, EndpointSet] = {}
         for colour in COLOURS:
             assignment = endpoints(colour, table)
-            wanted[colour] = endpoint_set(assignment)
-            self._write_if_changed(self.layout.xds_file(f"eds_{colour}"), discovery([assignment]))
+            if self._stage(self.layout.xds_file(f"eds_{colour}"), discovery([assignment])):
+                wanted[colour] = endpoint_set(assignment)
 
         async def applied() -> bool:
             got = await admin.endpoint_sets()
             return all(got.get(c) == w for c, w in wanted.items())
 
-        await _until(applied, "endpoints")
+        if wanted:
+            await _until(applied, "endpoints")
+            self._confirm()
 
     async def _apply_routes(self, admin: EnvoyAdmin, table: RoutingTable) -> None:
         wanted: dict[str, str] = {}
-        for name in ROUTE_NAMES:
+        for name in route_names(self.settings):
             doc = discovery([routes(name, table, self.settings)])
-            wanted[name] = doc["version_info"]
-            self._write_if_changed(self.layout.xds_file(f"rds_{name}"), doc)
-        await _until(lambda: _matches(admin.route_versions, wanted), "routes")
+            if self._stage(self.layout.xds_file(f"rds_{name}"), doc):
+                wanted[name] = doc["version_info"]
+        if wanted:
+            await _until(lambda: _matches(admin.route_versions, wanted), "routes")
+            self._confirm()
+
+    def _stage(self, path: Path, doc: dict[str, Any]) -> bool:
+        """Write ``doc`` to ``path`` unless Envoy already confirmed exactly this content
+        to this object; whether there is something to wait for."""
+        data = _encode(doc)
+        try:
+            on_disk = path.read_bytes()
+        except OSError:
+            on_disk = b""
+        if on_disk == data and self._confirmed.get(path) == data:
+            return False
+        if on_disk != data:
+            write_atomic(path, data)
+        self._pending[path] = data
+        return True
+
+    def _confirm(self) -> None:
+        self._confirmed.update(self._pending)
+        self._pending.clear()
 
     async def _wait_routable(self, admin: EnvoyAdmin, table: RoutingTable) -> None:
         """Before a colour gets traffic it did not have, wait (bounded) until Envoy has
         seen one of its instances pass a health check. After the bound the switch goes
         on: with no healthy instance Envoy's panic mode still tries them all."""
-        before = {self._table.live, self._table.preview_colour()}
-        targets = {c for c in (table.live, table.preview_colour()) if c is not None}
+        before = {self._table.live, self._table.preview_colour(), *_candidate(self._table)}
+        targets = {
+            c for c in (table.live, table.preview_colour(), *_candidate(table)) if c is not None
+        }
         new = {c for c in targets - before if table.of_colour(c)}
         if not new:
             return
@@ -369,7 +435,7 @@ class Envoy:
             log.warning("no %s instance passed Envoy's health check yet; switching anyway", new)
 
     def _write_if_changed(self, path: Path, doc: dict[str, Any]) -> None:
-        data = json.dumps(doc, indent=1, sort_keys=True).encode()
+        data = _encode(doc)
         try:
             if path.read_bytes() == data:
                 return
@@ -381,12 +447,24 @@ class Envoy:
         for colour in COLOURS:
             doc = discovery([endpoints(colour, table)])
             self._write_if_changed(self.layout.xds_file(f"eds_{colour}"), doc)
-        for name in ROUTE_NAMES:
+        for name in route_names(self.settings):
             self._write_if_changed(
                 self.layout.xds_file(f"rds_{name}"),
                 discovery([routes(name, table, self.settings)]),
             )
         write_json_atomic(self.layout.table_file, _table_json(table))
+
+    def _write_missing_routes(self) -> None:
+        """A route file the bootstrap names but an older layout did not write, from the
+        table last written; files that exist keep what the running Envoy routes by."""
+        try:
+            table = _table_from_json(json.loads(self.layout.table_file.read_text()))
+        except (OSError, ValueError, KeyError, TypeError):
+            table = self._table
+        for name in route_names(self.settings):
+            path = self.layout.xds_file(f"rds_{name}")
+            if not path.exists():
+                write_json_atomic(path, discovery([routes(name, table, self.settings)]))
 
     def _write_static_files(self) -> None:
         """Clusters and the certificate secret: they change only with the settings."""
@@ -413,7 +491,8 @@ class Envoy:
         except (OSError, ValueError, KeyError, TypeError):
             return None
         wanted = {
-            n: discovery([routes(n, table, self.settings)])["version_info"] for n in ROUTE_NAMES
+            n: discovery([routes(n, table, self.settings)])["version_info"]
+            for n in route_names(self.settings)
         }
         try:
             async with EnvoyAdmin(self.admin_address) as admin:
@@ -440,13 +519,38 @@ class Envoy:
 
     async def stats(self) -> dict[Colour, ColourStats]:
         """Cumulative per-colour request counts and latency histograms."""
+        return parse_colour_stats(await self._prometheus(STATS_FILTER))
+
+    async def shadow_stats(self) -> dict[tuple[Colour, Group], ColourStats]:
+        """Cumulative stats of mirrored requests by (target colour, route group): the
+        shadow's answers (discarded), apart from preview and smoke traffic."""
+        return parse_shadow_stats(await self._prometheus(DETAIL_FILTER))
+
+    async def shadow_totals(self) -> dict[Colour, ColourStats]:
+        """:meth:`shadow_stats` summed over the route groups, per target colour."""
+        return _totals(await self.shadow_stats())
+
+    async def group_stats(self) -> dict[tuple[Colour, Group], ColourStats]:
+        """Cumulative stats of the public listeners' requests by (colour, route group)
+        (``pages``, ``api`` for ``/api/``, ``static`` for ``/static/``); preview and
+        mirrored requests are not in them. During a phased switch the first request of a
+        new session (before its cookie) is not either: its colour is picked after routing."""
+        return parse_group_stats(await self._prometheus(DETAIL_FILTER))
+
+    async def _prometheus(self, name_filter: str) -> str:
         async with EnvoyAdmin(self.admin_address) as admin:
             # Asking merges the workers' histograms, which completes just after the
             # answer: ask once, then read.
-            await admin.prometheus(STATS_FILTER)
+            await admin.prometheus(name_filter)
             await asyncio.sleep(0.02)
-            text = await admin.prometheus(STATS_FILTER)
-        return parse_colour_stats(text)
+            return await admin.prometheus(name_filter)
+
+
+def _totals(by_group: dict[tuple[Colour, Group], ColourStats]) -> dict[Colour, ColourStats]:
+    result = {c: ColourStats(colour=c) for c in COLOURS}
+    for (colour, _), stats in by_group.items():
+        result[colour] = result[colour] + stats
+    return result
 
 
 async def _until(
@@ -470,6 +574,10 @@ async def _matches(read: Callable[[], Awaitable[dict[str, str]]], wanted: dict[s
     return all(got.get(k) == v for k, v in wanted.items())
 
 
+def _encode(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, indent=1, sort_keys=True).encode()
+
+
 def _has_all_ports(ports: dict[str, int], s: DataPlaneSettings) -> bool:
     names = {"public", "preview"} | ({"https"} if s.https is not None else set())
     return names <= set(ports)
@@ -482,11 +590,22 @@ def _url(scheme: str, host: str, port: int) -> str:
     return f"{scheme}://{host}:{port}"
 
 
+def _candidate(table: RoutingTable) -> tuple[Colour, ...]:
+    """The colour a phased switch sends some new sessions to (none when atomic)."""
+    w = table.weights
+    return (w.candidate,) if w is not None and w.percent > 0 else ()
+
+
 def _table_json(table: RoutingTable) -> dict[str, Any]:
+    shadow, weights = table.shadow, table.weights
     return {
         "live": table.live,
         "preview": table.preview,
         "mode": table.mode,
+        "shadow": None if shadow is None else {"target": shadow.target, "share": shadow.share},
+        "weights": None
+        if weights is None
+        else {"candidate": weights.candidate, "percent": weights.percent},
         "backends": [
             {"id": b.id, "colour": b.colour, "host": b.host, "port": b.port, "healthy": b.healthy}
             for b in table.backends
@@ -500,4 +619,6 @@ def _table_from_json(data: dict[str, Any]) -> RoutingTable:
         preview=data["preview"],
         mode=data["mode"],
         backends=tuple(Backend(**b) for b in data["backends"]),
+        shadow=Shadow(**data["shadow"]) if data.get("shadow") else None,
+        weights=Weights(**data["weights"]) if data.get("weights") else None,
     )

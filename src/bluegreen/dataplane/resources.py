@@ -15,7 +15,8 @@ import json
 from typing import Any
 
 from bluegreen.dataplane.settings import AppPaths, DataPlaneSettings
-from bluegreen.dataplane.table import COLOURS, Colour, RoutingTable
+from bluegreen.dataplane.stats import GROUPS, Group
+from bluegreen.dataplane.table import COLOURS, COOKIE, Colour, RoutingTable
 
 Json = dict[str, Any]
 
@@ -26,6 +27,17 @@ SECRET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Sec
 
 PROTOCOL_OPTIONS_TYPE = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 ROUTE_NAMES: tuple[str, ...] = ("public", "preview")
+#: Route configurations when the HTTPS listener is on: it has its own, whose stickiness
+#: cookie is ``Secure`` (its virtual host is still named ``public``: same statistics).
+TLS_ROUTE_NAMES: tuple[str, ...] = ("public", "preview", "https")
+#: Route groups the statistics are kept apart for, matched in this order by path prefix.
+PREFIXES: tuple[tuple[Group, str], ...] = (
+    ("api", "/api/"),
+    ("static", "/static/"),
+    ("pages", "/"),
+)
+#: Mirrored requests: only these methods (never a write), never a websocket.
+MIRRORED = "GET|HEAD"
 #: Methods a retry after a reset cannot do harm with (RFC 9110 idempotent methods).
 IDEMPOTENT = "GET|HEAD|OPTIONS|PUT|DELETE|TRACE"
 SAFE_RETRY_ON = "connect-failure,refused-stream,reset,reset-before-request"
@@ -57,6 +69,34 @@ def path_source(path: str, watched_dir: str) -> Json:
         "resource_api_version": "V3",
         "path_config_source": {"path": path, "watched_directory": {"path": watched_dir}},
     }
+
+
+def route_names(s: DataPlaneSettings) -> tuple[str, ...]:
+    """The route configurations Envoy reads with these settings (a plain HTTP listener
+    that redirects to HTTPS reads none)."""
+    if s.https is None:
+        return ROUTE_NAMES
+    if s.redirect_http_to_https:
+        return ("preview", "https")
+    return TLS_ROUTE_NAMES
+
+
+def shadow_cluster_name(colour: Colour, group: str) -> str:
+    """The cluster mirrored ``group`` requests go to: ``green-shadow-api`` …; the same
+    instances as ``colour``, with statistics of their own."""
+    return f"{colour}-shadow-{group}"
+
+
+def shadow_cluster(
+    colour: Colour, group: str, s: DataPlaneSettings, app: AppPaths, eds: str, watched: str
+) -> Json:
+    """A mirror target: ``colour``'s endpoints (from the same file), with no health checks
+    of its own (the colour's cluster checks those instances already)."""
+    result = cluster(colour, s, app, eds, watched)
+    result["name"] = shadow_cluster_name(colour, group)
+    result["eds_cluster_config"]["service_name"] = colour
+    del result["health_checks"]
+    return result
 
 
 def cluster(
@@ -143,53 +183,133 @@ def endpoints(colour: Colour, table: RoutingTable) -> Json:
 
 
 def routes(name: str, table: RoutingTable, s: DataPlaneSettings) -> Json:
-    """The route configuration of listener kind ``name`` (``public`` or ``preview``)."""
-    colour = table.live if name == "public" else table.preview_colour()
+    """The route configuration ``name``: ``public``, ``https`` (the public routes with a
+    ``Secure`` stickiness cookie) or ``preview``."""
+    public = name != "preview"
+    colour = table.live if public else table.preview_colour()
     if table.mode == "paused":
         entries = [_error_route(503, "paused", "requests are paused, retry shortly", s)]
-    elif table.mode == "maintenance" and name == "public":
+    elif table.mode == "maintenance" and public:
         entries = [_direct(503, MAINTENANCE_PAGE, "text/html; charset=utf-8", s)]
     elif colour is None:
         entries = [_error_route(503, "nothing_live", "no version is deployed", s)]
+    elif public:
+        entries = public_routes(table, s, secure=name == "https")
     else:
         entries = forward_routes(colour, s)
     return {
         "@type": ROUTES_TYPE,
         "name": name,
-        "virtual_hosts": [{"name": name, "domains": ["*"], "routes": entries}],
+        "virtual_hosts": [
+            {"name": "public" if public else "preview", "domains": ["*"], "routes": entries}
+        ],
     }
 
 
-def forward_routes(colour: Colour, s: DataPlaneSettings) -> list[Json]:
-    """Websockets (no timeout, no retry), then requests safe to repeat after a reset
-    (idempotent methods, or an ``Idempotency-Key``), then the rest (retried only when
-    the request never reached the app)."""
-    ws = {
-        "match": {
-            "prefix": "/",
-            "headers": [
-                {"name": "upgrade", "string_match": {"exact": "websocket", "ignore_case": True}}
-            ],
-        },
-        "route": {
-            "cluster": colour,
-            "timeout": "0s",
-            "idle_timeout": seconds(s.websocket_idle_timeout),
-        },
+def public_routes(table: RoutingTable, s: DataPlaneSettings, *, secure: bool) -> list[Json]:
+    """The live routes: one colour, or (phased switch) the colour a ``bg-colour`` cookie
+    names, else a weighted pick whose answer sets that cookie."""
+    shadow = table.shadow
+    mirror = shadow.target if shadow is not None and shadow.share > 0 else None
+    share = shadow.share if shadow is not None else 0.0
+    split = table.split()
+    if split is None:
+        colour = table.public_colour() or table.live or "blue"  # routes(): something is live
+        return forward_routes(colour, s, mirror=mirror, share=share)
+    candidate, live, percent = split
+    result: list[Json] = []
+    for c in (candidate, live):
+        cookie = {"name": "cookie", "string_match": {"safe_regex": {"regex": _cookie_regex(c)}}}
+        result += forward_routes(c, s, mirror=mirror, share=share, extra=[cookie])
+    weighted = {
+        "weighted_clusters": {
+            "clusters": [
+                {
+                    "name": c,
+                    "weight": w,
+                    "response_headers_to_add": [
+                        {
+                            "header": {"key": "set-cookie", "value": sticky_cookie(c, secure)},
+                            "append_action": "APPEND_IF_EXISTS_OR_ADD",
+                        }
+                    ],
+                }
+                for c, w in ((candidate, percent), (live, 100 - percent))
+            ]
+        }
     }
+    return result + forward_routes("split", s, mirror=mirror, share=share, target=weighted)
+
+
+def sticky_cookie(colour: Colour, secure: bool) -> str:
+    """The ``Set-Cookie`` value that keeps a browser on ``colour`` (a session cookie)."""
+    return f"{COOKIE}={colour}; Path=/; HttpOnly; SameSite=Lax" + ("; Secure" if secure else "")
+
+
+def _cookie_regex(colour: Colour) -> str:
+    return f"(.*;\\s*)?{COOKIE}={colour}(\\s*;.*)?"
+
+
+def forward_routes(
+    colour: str,
+    s: DataPlaneSettings,
+    *,
+    mirror: Colour | None = None,
+    share: float = 0.0,
+    extra: list[Json] | None = None,
+    target: Json | None = None,
+) -> list[Json]:
+    """Per route group (API, static, pages): websockets (no timeout, no retry), then
+    requests safe to repeat after a reset (idempotent methods, or an ``Idempotency-Key``),
+    then the rest (retried only when the request never reached the app). Safe reads
+    (GET, HEAD) are mirrored to ``mirror``'s shadow cluster when it is not ``colour``.
+
+    ``colour`` names the statistics (``<colour>_<group>``); the requests go to
+    ``target`` (a route action's destination), by default the cluster ``colour``.
+    """
+    dest = target if target is not None else {"cluster": colour}
+    extra = extra or []
+    upgrade = {"name": "upgrade", "string_match": {"exact": "websocket", "ignore_case": True}}
+    reads = {"name": ":method", "string_match": {"safe_regex": {"regex": MIRRORED}}}
     method = {"name": ":method", "string_match": {"safe_regex": {"regex": IDEMPOTENT}}}
     keyed = {"name": "idempotency-key", "present_match": True}
-    return [
-        ws,
-        {"match": {"prefix": "/", "headers": [method]}, "route": _action(colour, SAFE_RETRY_ON, s)},
-        {"match": {"prefix": "/", "headers": [keyed]}, "route": _action(colour, SAFE_RETRY_ON, s)},
-        {"match": {"prefix": "/"}, "route": _action(colour, UNSAFE_RETRY_ON, s)},
-    ]
+    result: list[Json] = []
+    for group, prefix in PREFIXES:
+        stat = f"{colour}_{group}"
+
+        def route(headers: list[Json], action: Json, *, p: str = prefix, st: str = stat) -> Json:
+            return {
+                "match": {"prefix": p, "headers": extra + headers},
+                "route": action,
+                "stat_prefix": st,
+            }
+
+        ws = {**dest, "timeout": "0s", "idle_timeout": seconds(s.websocket_idle_timeout)}
+        result.append(route([upgrade], ws))
+        if mirror is not None and mirror != colour:
+            action = _action(dest, SAFE_RETRY_ON, s)
+            action["request_mirror_policies"] = [
+                {
+                    "cluster": shadow_cluster_name(mirror, group),
+                    "runtime_fraction": {
+                        "default_value": {
+                            "numerator": round(share * 1_000_000),
+                            "denominator": "MILLION",
+                        },
+                        "runtime_key": "bluegreen.shadow_share",
+                    },
+                }
+            ]
+            result.append(route([reads], action))
+        result.append(route([method], _action(dest, SAFE_RETRY_ON, s)))
+        result.append(route([keyed], _action(dest, SAFE_RETRY_ON, s)))
+        result.append(route([], _action(dest, UNSAFE_RETRY_ON, s)))
+    return result
 
 
-def _action(colour: Colour, retry_on: str, s: DataPlaneSettings) -> Json:
+def _action(dest: Json, retry_on: str, s: DataPlaneSettings) -> Json:
     return {
-        "cluster": colour,
+        **dest,
         "timeout": seconds(s.request_timeout),
         "retry_policy": {
             "retry_on": retry_on,
@@ -205,7 +325,7 @@ def _action(colour: Colour, retry_on: str, s: DataPlaneSettings) -> Json:
                 }
             ],
             # Least request favours an instance whose connects fail fast: re-pick harder.
-            "host_selection_retry_max_attempts": 10,
+            "host_selection_retry_max_attempts": 50,
         },
     }
 
@@ -243,5 +363,6 @@ def tls_secret(name: str, cert: str, key: str, watched_dir: str) -> Json:
 
 
 def all_clusters(s: DataPlaneSettings, app: AppPaths, eds: dict[Colour, str], xds: str) -> Json:
-    """The CDS file: one cluster per colour."""
-    return discovery([cluster(c, s, app, eds[c], xds) for c in COLOURS])
+    """The CDS file: one cluster per colour, and one mirror target per colour and group."""
+    shadows = [shadow_cluster(c, g, s, app, eds[c], xds) for c in COLOURS for g in GROUPS]
+    return discovery([cluster(c, s, app, eds[c], xds) for c in COLOURS] + shadows)

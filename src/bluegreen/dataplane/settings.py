@@ -13,7 +13,9 @@ Tables read (all keys optional, defaults shown by :class:`DataPlaneSettings`):
 
     [tls]
     cert = ""                     # PEM chain; "" = self-signed, generated under the state dir
-    key = ""                      # PEM key (both or neither); replacing the files rotates them
+    key = ""                      # PEM key (both or neither), in the same directory. To rotate,
+                                  # move new files into place (mv, or certbot's symlink swap):
+                                  # Envoy reloads on a rename there, not on writes in place
     redirect_http = false         # public HTTP answers 301 to the HTTPS listener
 
     [limits]

@@ -7,6 +7,7 @@ snapshots subtracted give one window, which the analysis compares colour against
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from bluegreen.dataplane.table import Colour
 
@@ -27,6 +28,11 @@ BUCKETS: tuple[float, ...] = (
     10.0,
 )
 STATUS_CLASSES: tuple[str, ...] = ("2xx", "3xx", "4xx", "5xx")
+
+Group = Literal["pages", "api", "static"]
+#: Route groups the data plane counts apart: ``api`` (``/api/``), ``static``
+#: (``/static/``) and ``pages`` (everything else).
+GROUPS: tuple[Group, ...] = ("pages", "api", "static")
 
 
 def status_class(status: int) -> str:
@@ -86,6 +92,20 @@ class ColourStats:
             errors=self.errors - other.errors,
             buckets=tuple(a - b for a, b in zip(self.buckets, other.buckets, strict=True)),
             latency_sum=self.latency_sum - other.latency_sum,
+        )
+
+    def __add__(self, other: ColourStats) -> ColourStats:
+        """Both together (e.g. the route groups of one colour); keeps this colour."""
+        if not isinstance(other, ColourStats):
+            return NotImplemented
+        mine, theirs = dict(self.by_class), dict(other.by_class)
+        return ColourStats(
+            colour=self.colour,
+            requests=self.requests + other.requests,
+            by_class=tuple((c, mine.get(c, 0) + theirs.get(c, 0)) for c in STATUS_CLASSES),
+            errors=self.errors + other.errors,
+            buckets=tuple(a + b for a, b in zip(self.buckets, other.buckets, strict=True)),
+            latency_sum=self.latency_sum + other.latency_sum,
         )
 
     def error_rate(self) -> float:

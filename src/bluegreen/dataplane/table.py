@@ -14,6 +14,47 @@ Mode = Literal["serving", "paused", "maintenance"]
 
 COLOURS: tuple[Colour, ...] = ("blue", "green")
 
+#: Stickiness cookie of a phased switch: the colour a browser landed on.
+COOKIE = "bg-colour"
+
+
+def other(colour: Colour) -> Colour:
+    """The other colour."""
+    return "green" if colour == "blue" else "blue"
+
+
+@dataclass(frozen=True, slots=True)
+class Shadow:
+    """Mirror ``share`` (0..1) of live safe requests (GET, HEAD) to ``target``; its
+    answers are discarded."""
+
+    target: Colour
+    share: float
+
+    def __post_init__(self) -> None:
+        if self.target not in COLOURS:
+            raise ValueError(f"shadow target must be blue or green, not {self.target!r}")
+        if not 0.0 <= self.share <= 1.0:
+            raise ValueError(f"shadow share must be within [0, 1], not {self.share}")
+
+
+@dataclass(frozen=True, slots=True)
+class Weights:
+    """Phased switch: ``percent`` (0..100) of NEW sessions go to ``candidate``; a
+    session keeps the colour its ``bg-colour`` cookie names. 0 and 100 are atomic
+    (everyone on the live colour, or everyone on the candidate; cookies ignored)."""
+
+    candidate: Colour
+    percent: int
+
+    def __post_init__(self) -> None:
+        if self.candidate not in COLOURS:
+            raise ValueError(f"candidate must be blue or green, not {self.candidate!r}")
+        if isinstance(self.percent, bool) or not isinstance(self.percent, int):
+            raise ValueError(f"weight must be a whole percent, not {self.percent!r}")
+        if not 0 <= self.percent <= 100:
+            raise ValueError(f"weight must be within [0, 100], not {self.percent}")
+
 
 @dataclass(frozen=True, slots=True)
 class Backend:
@@ -38,12 +79,16 @@ class RoutingTable:
 
     ``live is None`` means nothing is deployed: the public listener answers 503.
     ``preview is None`` falls back to the live colour.
+    ``shadow`` mirrors a share of the public listeners' safe requests to a colour.
+    ``weights`` splits new public sessions between ``live`` and a candidate colour.
     """
 
     live: Colour | None
     preview: Colour | None
     backends: tuple[Backend, ...] = ()
     mode: Mode = "serving"
+    shadow: Shadow | None = None
+    weights: Weights | None = None
 
     def __post_init__(self) -> None:
         ids = [b.id for b in self.backends]
@@ -68,6 +113,31 @@ class RoutingTable:
     def preview_colour(self) -> Colour | None:
         """Colour the preview listener sends to: ``preview``, else ``live``."""
         return self.preview if self.preview is not None else self.live
+
+    def public_colour(self) -> Colour | None:
+        """The one colour every public request goes to, or ``None`` while a phased
+        switch splits sessions (then see :meth:`split`) or nothing is live."""
+        if self.split() is not None:
+            return None
+        if self.weights is not None and self.weights.percent == 100:
+            return self.weights.candidate
+        return self.live
+
+    def split(self) -> tuple[Colour, Colour, int] | None:
+        """``(candidate, live, percent)`` while new sessions are split between two
+        colours (0 < percent < 100, candidate is not live), else ``None``."""
+        w, live = self.weights, self.live
+        if w is None or live is None or w.candidate == live or w.percent in (0, 100):
+            return None
+        return (w.candidate, live, w.percent)
+
+    def with_shadow(self, shadow: Shadow | None) -> RoutingTable:
+        """Same table mirroring to ``shadow`` (``None``: no mirroring)."""
+        return replace(self, shadow=shadow)
+
+    def with_weights(self, weights: Weights | None) -> RoutingTable:
+        """Same table with another session split (``None``: atomic, as ``live`` says)."""
+        return replace(self, weights=weights)
 
     def with_live(self, colour: Colour | None) -> RoutingTable:
         """Same table with another live colour."""

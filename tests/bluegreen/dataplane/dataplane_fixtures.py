@@ -13,6 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import WSMsgType, web
+from aiohttp.typedefs import Handler
 
 from bluegreen.dataplane.envoy import Envoy
 from bluegreen.dataplane.envoy_admin import EnvoyAdmin
@@ -39,13 +40,21 @@ class Upstream:
     slow_next: int = 0  # the next N /flaky requests take 5 s
     runner: web.AppRunner | None = None
     arrivals: list[str] = field(default_factory=list)
+    #: (method, path, Host) of every request but health checks, in arrival order.
+    seen: list[tuple[str, str, str]] = field(default_factory=list)
     ws_close_codes: list[int | None] = field(default_factory=list)
 
     def backend(self, healthy: bool = True) -> Backend:
         return Backend(self.name, self.colour, "127.0.0.1", self.port, healthy)
 
+    @web.middleware
+    async def record(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path != APP_PATHS.ready_path:
+            self.seen.append((request.method, request.path, request.headers.get("Host", "")))
+        return await handler(request)
+
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=1024**3)
+        app = web.Application(client_max_size=1024**3, middlewares=[self.record])
         app.router.add_get(APP_PATHS.ready_path, self.readyz)
         app.router.add_get(APP_PATHS.version_path, self.version)
         app.router.add_route("*", "/echo", self.echo)

@@ -101,6 +101,7 @@ async def test_a_reset_is_retried_only_when_the_request_is_safe_to_repeat(
     b1.fail_next = 1
     async with http.post(url, data=b"book") as resp:
         assert resp.status == 503  # POST: the app may have acted, not repeated
+        assert "error" in await resp.json()
     b1.fail_next = 1
     async with http.post(url, data=b"book", headers={"Idempotency-Key": "k1"}) as resp:
         assert resp.status == 200  # the key makes a repeat harmless

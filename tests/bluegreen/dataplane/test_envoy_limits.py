@@ -38,6 +38,8 @@ async def test_a_64_kib_header_gets_431(
     await envoy.apply(table(await upstream("b1", "blue")))
     async with http.get(envoy.urls()["public"] + "/echo", headers={"X-Big": "a" * 64 * 1024}) as r:
         assert r.status == 431
+        assert r.headers["Content-Type"] == "application/json"
+        assert (await r.json())["error"]  # rejected before a request id existed
     many = {f"X-H{i}": "v" for i in range(150)}
     async with http.get(envoy.urls()["public"] + "/echo", headers=many) as r:
         assert r.status == 431
@@ -53,6 +55,7 @@ async def test_a_body_over_the_limit_gets_413_with_or_without_content_length(
     url = envoy.urls()["public"] + "/echo"
     async with http.post(url, data=io.BytesIO(b"x" * (2 * MiB))) as r:
         assert r.status == 413
+        assert (await r.json())["error"]
 
     async def chunks() -> AsyncIterator[bytes]:
         for _ in range(32):

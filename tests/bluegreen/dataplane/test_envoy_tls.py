@@ -64,6 +64,10 @@ async def test_https_with_a_generated_certificate(
     assert seen["headers"]["x-forwarded-proto"] == "https"
     assert envoy.https_port is not None
     assert await served_cert(envoy.https_port) == der(cert.read_bytes())
+    async with http.ws_connect(envoy.urls()["https"] + "/ws", ssl=ctx) as ws:  # wss:// too
+        assert await ws.receive_str() == "hello from b1"
+        await ws.send_str("over tls")
+        assert await ws.receive_str() == "b1:over tls"
 
 
 async def test_replacing_the_certificate_files_rotates_without_a_restart(
