@@ -263,9 +263,11 @@ async def run_call(
             st = await asyncio.to_thread(bg_status, tmp, config)
             assert st["live_colour"] == "green"
             instance_pids |= {i["pid"] for i in st["instances"] if i["pid"]}
-            running = st["running_deploy"]
-            assert running is not None, st  # in retire: blue is warm until scale_down_delay
-            steps = {s["name"]: s for s in running["steps"]}
+            # The deploy (in retire, or already finished on a slow machine: blue is warm for
+            # scale_down_delay only).
+            deploy = json.loads(await asyncio.to_thread(bg, tmp, config, "history", "--json"))[0]
+            assert deploy["status"] in ("running", "succeeded"), deploy
+            steps = {s["name"]: s for s in deploy["steps"]}
             for name in ("switch", "drain"):
                 timeline.mark(f"deploy step {name}: {steps[name]['output']}")
             # Nothing ends the sockets by itself: the drain lasted until its deadline.
