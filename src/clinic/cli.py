@@ -127,6 +127,7 @@ def serve(
         forwarded_allow_ips="127.0.0.1",
         log_level="info",
         timeout_graceful_shutdown=10,
+        ws_max_size=settings.max_websocket_message_bytes,
     )
 
 

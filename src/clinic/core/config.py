@@ -56,6 +56,9 @@ class Settings(BaseSettings):
 
     db_pool_size: int = Field(default=10, ge=1)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # A signalling message (an SDP offer) is a few KB; the data plane does not read websocket
+    # frames, so the app caps a message's inflated size (uvicorn closes with 1009 past it).
+    max_websocket_message_bytes: int = Field(default=1024 * 1024, ge=64 * 1024)
     """Request bodies larger than this are refused (413) before they are parsed."""
 
     # Video visits.
