@@ -382,6 +382,9 @@ def smoke(
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: returns the exit code (0 ok, 1 operation failed, 2 bad usage/config)."""
+    from clinic.app import compose_features
+
+    compose_features()  # every command's services see the same composition as the app's
     try:
         # Not standalone, click returns the exit code of typer.Exit instead of exiting.
         code = app(args=argv, standalone_mode=False)

@@ -37,6 +37,10 @@ CANCEL_EVERY = 4
 async def seed_sample(settings: Settings, *, bookings: int = BOOKINGS) -> tuple[int, int]:
     """Demo accounts plus up to ``bookings`` appointments (every ``CANCEL_EVERY``-th one
     cancelled); returns (booked, cancelled). Idempotent for the accounts."""
+    from clinic.app import compose_features
+
+    compose_features()  # as create_app does: booking asks scheduling for busy time
+
     assert settings.database_url is not None
     engine = make_engine(settings.database_url, pool_size=2)
     sessions = make_sessionmaker(engine)
