@@ -46,7 +46,11 @@ def create_app(settings: Settings) -> FastAPI:
     starts the embedded database and fills it in when none is configured)."""
     if settings.database_url is None:
         raise ValueError("create_app needs settings.database_url")
-    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+    engine = make_engine(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        pool_timeout=settings.db_pool_timeout.total_seconds(),
+    )
 
     state = ClinicState(settings=settings, engine=engine, sessions=make_sessionmaker(engine))
     compose_features()

@@ -1,13 +1,21 @@
-"""Hundreds of patients race for one slot over two app instances on one database: exactly one
-gets it (201), every other one hears 409, and none gets a server error, round after round."""
+"""Hundreds of patients race for one slot over two app processes on one database: exactly one
+gets it (201), every other one hears 409, and none gets a server error, round after round.
+
+The instances are real ``clinic serve`` processes, as in production: served from the test's
+own event loop, 300 clients and two servers would share one core and the race would measure
+that core, not the booking."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import secrets
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,8 +24,9 @@ from sqlalchemy import func, select, text
 from clinic.appointments.models import Appointment
 from clinic.core.config import Settings
 from clinic.core.security import hash_password, token_digest
-from conftest import serve
+from conftest import free_port
 from factories import make_doctor
+from notify_fixtures import eventually
 
 CLIENTS = 300
 ROUNDS = 3
@@ -52,15 +61,59 @@ async def _patients_with_tokens(sessions, count: int) -> list[str]:
     return tokens
 
 
+async def _ready(url: str, proc: subprocess.Popen[bytes]) -> bool:
+    if proc.poll() is not None:
+        raise AssertionError(f"instance at {url} exited with {proc.returncode}")
+    try:
+        async with httpx.AsyncClient(timeout=1) as client:
+            return (await client.get(url + "/version")).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _start(settings: Settings, tmp_path: Path, n: int) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "CLINIC_DATABASE_URL": str(settings.database_url),
+        "CLINIC_ENVIRONMENT": "test",
+        "CLINIC_SECRET_KEY": settings.secret_key,
+        "CLINIC_VAR_DIR": str(tmp_path / f"var-{n}"),
+    }
+    with (tmp_path / f"instance-{n}.log").open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "clinic", "serve", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def _stop(procs: list[tuple[subprocess.Popen[bytes], str]]) -> None:
+    for proc, _ in procs:
+        proc.terminate()
+    for proc, _ in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.fixture
-async def instances(settings: Settings) -> AsyncIterator[list[str]]:
-    """Two app instances (each its own engine, pool and job worker) on one database."""
-    servers = [await serve(settings) for _ in range(INSTANCES)]
-    yield [url for _, _, url in servers]
-    for server, _, _ in servers:
-        server.should_exit = True
-    for _, task, _ in servers:
-        await task
+async def instances(settings: Settings, tmp_path: Path) -> AsyncIterator[list[str]]:
+    """Two ``clinic serve`` processes (each its own engine, pool and job worker) on one
+    database."""
+    procs: list[tuple[subprocess.Popen[bytes], str]] = []
+    try:
+        for n in range(INSTANCES):
+            procs.append(_start(settings, tmp_path, n))
+        for proc, url in procs:
+            await eventually(lambda proc=proc, url=url: _ready(url, proc), timeout=60)
+        yield [url for _, url in procs]
+    finally:
+        _stop(procs)
 
 
 async def test_hundreds_racing_for_one_slot_get_one_201_and_409s(

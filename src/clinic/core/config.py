@@ -55,11 +55,14 @@ class Settings(BaseSettings):
     max_slot_range_days: int = Field(default=62, ge=1)
 
     db_pool_size: int = Field(default=10, ge=1)
+    db_pool_timeout: timedelta = Field(default=timedelta(seconds=10), gt=timedelta(0))
+    """How long a request waits for a free database connection before it is answered 503
+    with ``Retry-After`` (the instance is overloaded; another one, or a moment later, helps)."""
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    """Request bodies larger than this are refused (413) before they are parsed."""
     # A signalling message (an SDP offer) is a few KB; the data plane does not read websocket
     # frames, so the app caps a message's inflated size (uvicorn closes with 1009 past it).
     max_websocket_message_bytes: int = Field(default=1024 * 1024, ge=64 * 1024)
-    """Request bodies larger than this are refused (413) before they are parsed."""
 
     # Video visits.
     visit_join_before: timedelta = timedelta(minutes=10)

@@ -44,11 +44,14 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+def make_engine(url: str, *, pool_size: int = 10, pool_timeout: float = 30.0) -> AsyncEngine:
+    """An engine whose pool holds ``pool_size`` connections (twice that at peak); a checkout
+    waits at most ``pool_timeout`` seconds, then raises ``sqlalchemy.exc.TimeoutError``."""
     return create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
+        pool_timeout=pool_timeout,
         pool_pre_ping=True,
         connect_args={"server_settings": {"application_name": "clinic", "timezone": "UTC"}},
     )

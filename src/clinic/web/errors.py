@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from sqlalchemy.exc import DataError, DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -69,6 +70,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     413: _documented("The request body is larger than the configured limit."),
     422: _documented("Invalid input; ``error.fields`` names each refused field."),
     429: _documented("Too many attempts; retry after ``Retry-After`` seconds."),
+    503: _documented("Overloaded; nothing was changed. Retry after ``Retry-After`` seconds."),
 }
 """The error answers every API router documents (FastAPI ``responses=``)."""
 
@@ -163,6 +165,19 @@ async def database_error(request: Request, exc: Exception) -> Response:
     return _respond(request, 500, "internal_error", "Something went wrong.")
 
 
+async def pool_exhausted(request: Request, exc: Exception) -> Response:
+    """Every database connection of this instance stayed busy for ``db_pool_timeout``: the
+    instance is overloaded, nothing was changed, and asking again shortly is right (503)."""
+    log.warning("no free database connection for %s %s: %s", request.method, request.url.path, exc)
+    return _respond(
+        request,
+        503,
+        "busy",
+        "The clinic is busy right now. Nothing was changed; please try again in a moment.",
+        {"Retry-After": "1"},
+    )
+
+
 class UnexpectedErrors:
     """Answers an exception nothing else handled with a 500 in the envelope, and keeps the
     connection open (uvicorn closes it when the exception reaches it)."""
@@ -205,4 +220,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(DBAPIError, database_error)
+    app.add_exception_handler(PoolTimeout, pool_exhausted)
     app.add_middleware(UnexpectedErrors)
