@@ -7,10 +7,12 @@ the same for every phase:
 
 1. direct: load generator -> the blue instance's GET /version, ``--duration`` seconds;
 2. proxied: load generator -> Envoy -> the same blue instance, same client, same run;
-3. switch: load through Envoy while it is switched 20 times between blue and green.
-   ``switch_ms`` runs from asking for the switch (calling ``Envoy.apply``) to the first
-   response from the new colour (the ``color`` in the /version body), median over the
-   switches; ``apply_ms`` is until ``apply`` returned with Envoy's confirmation.
+3. switch: load through Envoy while it is switched 20 times between blue and green. As in
+   a deploy, the next colour is put in preview first (untimed; Envoy health-checks it
+   there), then made live. ``switch_ms`` runs from asking for that switch (calling
+   ``Envoy.apply``) to the first response from the new colour (the ``color`` in the
+   /version body), median over the switches; ``apply_ms`` is until ``apply`` returned
+   with Envoy's confirmation.
 
 Failed requests are connection errors and 5xx, counted by the load generator in every
 phase. The last line printed is one JSON object with the results.
@@ -141,18 +143,23 @@ def show(name: str, r: dict[str, Any]) -> None:
 
 async def switches(envoy: Any, table: Any, args: argparse.Namespace, url: str) -> dict[str, Any]:
     """Load through Envoy while it is switched ``args.switches`` times."""
-    span = args.switches * (args.switch_interval + 0.5) + 3.0  # room for slow applies
+    span = args.switches * (2 * args.switch_interval + 0.5) + 3.0  # room for slow applies
     load = await asyncio.create_subprocess_exec(
         *load_cmd(url, args, span, trace=True), stdout=asyncio.subprocess.PIPE
     )
     await asyncio.sleep(args.warmup + 0.5)
     asked: list[tuple[float, str]] = []
     apply_ms: list[float] = []
-    colour = "blue"
+    colour = current = "blue"
     for _ in range(args.switches):
         colour = "green" if colour == "blue" else "blue"
+        # As a deploy does: the new colour is first in preview (where it is tested, and
+        # where Envoy health-checks it), then the switch makes it live.
+        await envoy.apply(table.with_live(current).with_preview(colour))
+        await asyncio.sleep(args.switch_interval)
         t0 = time.monotonic()
-        await envoy.apply(table.with_live(colour))
+        await envoy.apply(table.with_live(colour).with_preview(None))
+        current = colour
         apply_ms.append((time.monotonic() - t0) * 1000)
         asked.append((t0, colour))
         await asyncio.sleep(args.switch_interval)

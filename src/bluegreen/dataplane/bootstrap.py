@@ -32,7 +32,8 @@ class Layout:
 
     @property
     def xds(self) -> Path:
-        """The watched directory: clusters, endpoints, routes, certificate secret."""
+        """The watched files: clusters, endpoints, routes, certificate secret, each in a
+        directory of its own (see :func:`~bluegreen.dataplane.resources.path_source`)."""
         return self.root / "xds"
 
     @property
@@ -61,7 +62,7 @@ class Layout:
         return self.root / "admin.sock"
 
     def xds_file(self, name: str) -> Path:
-        return self.xds / f"{name}.json"
+        return self.xds / name / f"{name}.json"
 
 
 def admin_address(admin: str, layout: Layout) -> Json:
@@ -76,7 +77,6 @@ def bootstrap(s: DataPlaneSettings, layout: Layout, *, ports: dict[str, int] | N
     """The whole bootstrap. ``ports`` pins listeners that asked for port 0 to the port
     they got, so a hot restart finds the same sockets to take over."""
     ports = ports or {}
-    xds = str(layout.xds)
     https_port = (s.https.port or ports.get("https", 443)) if s.https is not None else 443
     listeners = [
         _listener(
@@ -97,7 +97,7 @@ def bootstrap(s: DataPlaneSettings, layout: Layout, *, ports: dict[str, int] | N
     return {
         "node": {"id": "bluegreen", "cluster": "bluegreen"},
         "admin": {"address": admin_address(s.admin, layout)},
-        "dynamic_resources": {"cds_config": path_source(str(layout.xds_file("cds")), xds)},
+        "dynamic_resources": {"cds_config": path_source(str(layout.xds_file("cds")))},
         "static_resources": {"listeners": listeners},
         # Histograms are merged when the admin asks, so stats() is never stale.
         "stats_flush_on_admin": True,
@@ -149,9 +149,7 @@ def _listener(
                     "tls_certificate_sds_secret_configs": [
                         {
                             "name": SECRET_NAME,
-                            "sds_config": path_source(
-                                str(layout.xds_file("sds_cert")), str(layout.xds)
-                            ),
+                            "sds_config": path_source(str(layout.xds_file("sds_cert"))),
                         }
                     ],
                 },
@@ -268,8 +266,6 @@ def _hcm(name: str, s: DataPlaneSettings, layout: Layout, *, redirect: int, tls:
     else:
         config["rds"] = {
             "route_config_name": route_name,
-            "config_source": path_source(
-                str(layout.xds_file(f"rds_{route_name}")), str(layout.xds)
-            ),
+            "config_source": path_source(str(layout.xds_file(f"rds_{route_name}"))),
         }
     return {"name": "envoy.filters.network.http_connection_manager", "typed_config": config}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import PurePath
 from typing import Any
 
 from bluegreen.dataplane.settings import AppPaths, DataPlaneSettings
@@ -63,11 +64,19 @@ def discovery(resources: list[Json]) -> Json:
     return {"version_info": version, "resources": resources}
 
 
-def path_source(path: str, watched_dir: str) -> Json:
-    """A config source read from ``path``, reloaded when a file is moved into the dir."""
+def path_source(path: str) -> Json:
+    """A config source read from ``path``, reloaded when a file is moved into its directory.
+
+    Each watched file has a directory of its own: Envoy reloads every subscription that
+    watches a directory when any file is moved into it, so with one shared directory a
+    switch (one route file) would also re-read every cluster's endpoints and every other
+    route configuration first."""
     return {
         "resource_api_version": "V3",
-        "path_config_source": {"path": path, "watched_directory": {"path": watched_dir}},
+        "path_config_source": {
+            "path": path,
+            "watched_directory": {"path": str(PurePath(path).parent)},
+        },
     }
 
 
@@ -88,27 +97,25 @@ def shadow_cluster_name(colour: Colour, group: str) -> str:
 
 
 def shadow_cluster(
-    colour: Colour, group: str, s: DataPlaneSettings, app: AppPaths, eds: str, watched: str
+    colour: Colour, group: str, s: DataPlaneSettings, app: AppPaths, eds: str
 ) -> Json:
     """A mirror target: ``colour``'s endpoints (from the same file), with no health checks
     of its own (the colour's cluster checks those instances already)."""
-    result = cluster(colour, s, app, eds, watched)
+    result = cluster(colour, s, app, eds)
     result["name"] = shadow_cluster_name(colour, group)
     result["eds_cluster_config"]["service_name"] = colour
     del result["health_checks"]
     return result
 
 
-def cluster(
-    colour: Colour, s: DataPlaneSettings, app: AppPaths, eds_path: str, watched_dir: str
-) -> Json:
+def cluster(colour: Colour, s: DataPlaneSettings, app: AppPaths, eds_path: str) -> Json:
     """The cluster of one colour; its endpoints come from ``eds_path``."""
     big = 100_000
     return {
         "@type": CLUSTER_TYPE,
         "name": colour,
         "type": "EDS",
-        "eds_cluster_config": {"eds_config": path_source(eds_path, watched_dir)},
+        "eds_cluster_config": {"eds_config": path_source(eds_path)},
         "connect_timeout": seconds(1.0),
         "lb_policy": "LEAST_REQUEST",
         # The endpoint files are the truth: an instance taken out of them leaves at once,
@@ -362,7 +369,7 @@ def tls_secret(name: str, cert: str, key: str, watched_dir: str) -> Json:
     }
 
 
-def all_clusters(s: DataPlaneSettings, app: AppPaths, eds: dict[Colour, str], xds: str) -> Json:
+def all_clusters(s: DataPlaneSettings, app: AppPaths, eds: dict[Colour, str]) -> Json:
     """The CDS file: one cluster per colour, and one mirror target per colour and group."""
-    shadows = [shadow_cluster(c, g, s, app, eds[c], xds) for c in COLOURS for g in GROUPS]
-    return discovery([cluster(c, s, app, eds[c], xds) for c in COLOURS] + shadows)
+    shadows = [shadow_cluster(c, g, s, app, eds[c]) for c in COLOURS for g in GROUPS]
+    return discovery([cluster(c, s, app, eds[c]) for c in COLOURS] + shadows)
