@@ -2,10 +2,12 @@
 
 * :func:`http_check` never raises for network trouble: it reports it.
 * :func:`analyse` is pure: the same figures always give the same verdict.
+* :class:`BreachWatch` names a breach as soon as it is conclusive, while the window runs.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import httpx
@@ -65,6 +67,8 @@ class AnalysisThresholds:
     max_p95_ratio: float = 2.0
     min_p95_ms: float = 50.0
     min_requests: int = 20
+    confidence_z: float = 3.0
+    failure_limit: int = 3
 
     @classmethod
     def from_config(cls, cfg: AnalysisConfig) -> AnalysisThresholds:
@@ -75,6 +79,8 @@ class AnalysisThresholds:
             max_p95_ratio=cfg.max_p95_ratio,
             min_p95_ms=cfg.min_p95_ms,
             min_requests=cfg.min_requests,
+            confidence_z=cfg.confidence_z,
+            failure_limit=cfg.failure_limit,
         )
 
 
@@ -145,3 +151,69 @@ def analyse(*, baseline: Stats, candidate: Stats, thresholds: AnalysisThresholds
         + note,
         figures,
     )
+
+
+# --------------------------------------------------------------------------- early breach
+
+
+def wilson_lower(failures: int, n: int, z: float) -> float:
+    """The lower end of the Wilson score interval of a failure rate: with ``z`` = 3 the true
+    rate is below it with a chance of about 0.13 %."""
+    if n <= 0:
+        return 0.0
+    p = failures / n
+    z2 = z * z
+    centre = p + z2 / (2 * n)
+    margin = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return max(0.0, (centre - margin) / (1 + z2 / n))
+
+
+class BreachWatch:
+    """Judges the candidate again at every look while the analysis window runs, and names a
+    breach as soon as it is conclusive, without waiting for the window's end:
+
+    * error rate: once ``min_requests`` are in, when even the lower end of the candidate's
+      5xx rate's confidence interval (:func:`wilson_lower`, ``confidence_z``) is above the
+      limit :func:`analyse` applies (``max_error_rate`` and ``max_error_rate_ratio`` x the
+      baseline's rate): the rate is over it, not just unlucky;
+    * latency: when the p95 rule of :func:`analyse` holds at ``failure_limit`` consecutive
+      looks (as Argo Rollouts' ``failureLimit``), each with ``min_requests`` in.
+
+    Passing is never decided early: that still takes the whole window (:func:`analyse`)."""
+
+    def __init__(self, thresholds: AnalysisThresholds) -> None:
+        self.t = thresholds
+        self.slow_looks = 0
+
+    def look(self, *, baseline: Stats, candidate: Stats) -> str | None:
+        """One look at the candidate's traffic since the switch; the breach, if conclusive."""
+        t = self.t
+        if candidate.requests < max(t.min_requests, 1):
+            self.slow_looks = 0
+            return None
+        has_baseline = baseline.requests >= t.min_requests
+        base_rate = baseline.error_rate if has_baseline else 0.0
+        limit = max(t.max_error_rate, base_rate * t.max_error_rate_ratio)
+        lower = wilson_lower(candidate.errors_5xx, candidate.requests, t.confidence_z)
+        if lower > limit:
+            return (
+                f"error rate {candidate.error_rate:.2%} ({candidate.errors_5xx} of "
+                f"{candidate.requests}) is above {limit:.2%} beyond doubt (lower bound "
+                f"{lower:.2%} at z={t.confidence_z:g})"
+            )
+        base_p95 = baseline.p95_seconds if has_baseline else None
+        cand_p95 = candidate.p95_seconds
+        slow = (
+            cand_p95 is not None
+            and base_p95 is not None
+            and cand_p95 > base_p95 * t.max_p95_ratio
+            and (cand_p95 - base_p95) * 1000 > t.min_p95_ms
+        )
+        self.slow_looks = self.slow_looks + 1 if slow else 0
+        if slow and self.slow_looks >= t.failure_limit:
+            assert cand_p95 is not None and base_p95 is not None
+            return (
+                f"p95 {cand_p95 * 1000:.0f}ms > {t.max_p95_ratio:g}x baseline "
+                f"{base_p95 * 1000:.0f}ms at {self.slow_looks} looks in a row"
+            )
+        return None

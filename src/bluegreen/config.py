@@ -229,6 +229,12 @@ class AnalysisConfig:
     max_p95_ratio: float = 2.0
     min_p95_ms: float = 50.0
     min_requests: int = 20
+    confidence_z: float = 3.0
+    """How sure an early error-rate breach must be (standard errors; 3 = about 99.87 %)."""
+    failure_limit: int = 3
+    """Consecutive looks with a latency breach that end the analysis early."""
+    check_interval: float = 0.5
+    """Seconds between looks at the new colour while the window runs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -636,7 +642,16 @@ def _parse_analysis(sec: Mapping[str, Any]) -> AnalysisConfig:
     _only_keys(
         sec,
         "analysis",
-        {"max_error_rate", "max_error_rate_ratio", "max_p95_ratio", "min_p95_ms", "min_requests"},
+        {
+            "max_error_rate",
+            "max_error_rate_ratio",
+            "max_p95_ratio",
+            "min_p95_ms",
+            "min_requests",
+            "confidence_z",
+            "failure_limit",
+            "check_interval",
+        },
     )
     d = AnalysisConfig()
     rate = _number(sec, "analysis", "max_error_rate", d.max_error_rate, positive=False)
@@ -654,6 +669,11 @@ def _parse_analysis(sec: Mapping[str, Any]) -> AnalysisConfig:
             sec, "analysis", "min_p95_ms", d.min_p95_ms, positive=False, unit="milliseconds"
         ),
         min_requests=_integer(sec, "analysis", "min_requests", d.min_requests, minimum=0),
+        confidence_z=_number(sec, "analysis", "confidence_z", d.confidence_z, positive=True),
+        failure_limit=_integer(sec, "analysis", "failure_limit", d.failure_limit, minimum=1),
+        check_interval=_number(
+            sec, "analysis", "check_interval", d.check_interval, positive=True, unit="seconds"
+        ),
     )
 
 

@@ -8,7 +8,7 @@ import contextlib
 import logging
 import time
 
-from bluegreen.checks import AnalysisThresholds, Verdict
+from bluegreen.checks import AnalysisThresholds, BreachWatch, Verdict
 from bluegreen.checks import analyse as judge
 from bluegreen.dataplane.stats import ColourStats
 from bluegreen.errors import StepFailed
@@ -46,28 +46,41 @@ async def drain(ctx: DeployContext) -> Outcome:
 
 
 async def analyse(ctx: DeployContext) -> Outcome:
-    """Compare the new colour's traffic since the switch with the old colour's before it."""
+    """Compare the new colour's traffic since the switch with the old colour's before it:
+    at every ``analysis.check_interval`` while the window runs (a conclusive breach switches
+    back at once), and over the whole window before passing."""
     run, plane = ctx.run, ctx.plane
     window = ctx.config.timeouts.analysis_window
     if run.previous is None:
         return "skipped", "first deploy: nothing to compare with or roll back to"
     if window <= 0:
         return "skipped", "analysis_window is 0"
-    remaining = run.switch_at + window - time.monotonic()
-    if remaining > 0:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(run.rollback_requested.wait(), remaining)
-    if run.rollback_requested.is_set():
-        run.rollback_reason = "rolled back by the operator during analysis"
-        await switch_back(ctx, run.rollback_reason)
-        return "ok", "interrupted by a rollback"
     assert run.candidate_at_switch is not None
+    thresholds = AnalysisThresholds.from_config(ctx.config.analysis)
+    baseline = to_stats(run.baseline or ColourStats(colour=run.previous))
+    watch = BreachWatch(thresholds)
+    while (remaining := run.switch_at + window - time.monotonic()) > 0:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                run.rollback_requested.wait(), min(remaining, ctx.config.analysis.check_interval)
+            )
+        if run.rollback_requested.is_set():
+            run.rollback_reason = "rolled back by the operator during analysis"
+            await switch_back(ctx, run.rollback_reason)
+            return "ok", "interrupted by a rollback"
+        candidate = (await plane.sample()).of(run.target) - run.candidate_at_switch
+        breach = watch.look(baseline=baseline, candidate=to_stats(candidate))
+        if breach is not None:
+            after = time.monotonic() - run.switch_at
+            raise StepFailed(
+                f"analysis breached: {breach}",
+                f"conclusive {after:.1f}s after the switch (window {window:g}s); "
+                f"{candidate.server_errors} of {candidate.requests} user requests to "
+                f"{run.target} had failed by then\n{breach}",
+            )
     candidate = (await plane.sample()).of(run.target) - run.candidate_at_switch
-    baseline = run.baseline or ColourStats(colour=run.previous)
     verdict: Verdict = judge(
-        baseline=to_stats(baseline),
-        candidate=to_stats(candidate),
-        thresholds=AnalysisThresholds.from_config(ctx.config.analysis),
+        baseline=baseline, candidate=to_stats(candidate), thresholds=thresholds
     )
     figures = ", ".join(f"{k}={_fmt(v)}" for k, v in verdict.figures.items())
     if not verdict.ok:
