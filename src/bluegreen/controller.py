@@ -217,7 +217,12 @@ class Controller:
         async with self._lock:
             cur = self.state.current()
             if cur.previous_release is None or cur.live_colour is None:
-                raise NothingToDo("nothing to roll back to: there is no previous release")
+                bad = self.state.last_rolled_back()
+                raise NothingToDo(
+                    "nothing to roll back to: no release before "
+                    f"{cur.live_release or 'the live one'} passed its checks"
+                    + (f" ({bad} was rolled back and is never a rollback target)" if bad else "")
+                )
             release = self.plane.release_from_state(cur.previous_release)
             if release is None:
                 raise NothingToDo(f"previous release {cur.previous_release} is gone from disk")
@@ -231,7 +236,10 @@ class Controller:
                 release=release,
             )
             self._launch(run)
-            return deploy_id, f"rollback #{deploy_id} to {release.id} started"
+            return deploy_id, (
+                f"rollback #{deploy_id} to {release.id} (the last good release) started: "
+                f"it starts cold, so it goes through ready, smoke and the analysis like a deploy"
+            )
 
     async def _roll_back_running(self, run: Run) -> tuple[int, str]:
         if not run.switched:

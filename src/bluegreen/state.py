@@ -513,6 +513,37 @@ class StateStore:
         """Make ``colour`` running ``release`` live; the old live release becomes previous."""
         return self._update_current(colour, release, make_live=True)
 
+    def restore_live(self, colour: Colour, release: str, *, rolled_back: str | None) -> Current:
+        """A rollback made ``colour`` running ``release`` live again: the release it was
+        rolled back from never becomes previous; previous is the last good release
+        (:meth:`last_good_release`) other than these two."""
+        self._update_current(colour, release, make_live=True)
+        exclude = {release} if rolled_back is None else {release, rolled_back}
+        previous = self.last_good_release(exclude=exclude)
+        with self._tx() as db:
+            db.execute("UPDATE current SET previous_release = ? WHERE id = 1", (previous,))
+        return self.current()
+
+    def last_good_release(self, *, exclude: set[str]) -> str | None:
+        """The release of the newest deploy that succeeded (passed its checks, analysis
+        included) and was not rolled back by a later deploy of the same release."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT d.release_id FROM deploys d WHERE d.status = 'succeeded' AND NOT EXISTS "
+                "(SELECT 1 FROM deploys r WHERE r.release_id = d.release_id "
+                "AND r.status = 'rolled_back' AND r.id > d.id) ORDER BY d.id DESC"
+            ).fetchall()
+        return next((r["release_id"] for r in rows if r["release_id"] not in exclude), None)
+
+    def last_rolled_back(self) -> str | None:
+        """The release of the newest deploy that was rolled back, if any."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT release_id FROM deploys WHERE status = 'rolled_back' "
+                "ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+        return None if row is None else str(row["release_id"])
+
     def _update_current(self, colour: Colour, release: str | None, *, make_live: bool) -> Current:
         if colour not in COLOURS:
             raise ValueError(f"colour must be one of {COLOURS}, got {colour!r}")

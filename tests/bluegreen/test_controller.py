@@ -16,7 +16,7 @@ from bluegreen.controller import Controller
 from bluegreen.dataplane.stats import STATUS_CLASSES, ColourStats, status_class
 from bluegreen.dataplane.table import EMPTY_TABLE, RoutingTable
 from bluegreen.environment import Environment
-from bluegreen.errors import ConfigError, DeployInProgress, ReadyTimeout
+from bluegreen.errors import ConfigError, DeployInProgress, NothingToDo, ReadyTimeout
 from bluegreen.hooks import HookResult
 from bluegreen.release import Release
 from bluegreen.state import Deploy, StateStore
@@ -56,8 +56,10 @@ def test_step_order() -> None:
     assert plan(manual=False, rollback=True) == (
         Step.START,
         Step.READY,
+        Step.SMOKE,
         Step.SWITCH,
         Step.DRAIN,
+        Step.ANALYSE,
         Step.RETIRE,
     )
 
@@ -478,38 +480,59 @@ async def test_analysis_breach_rolls_back_to_blue(world: Any, tmp_path: Path) ->
     assert len(w.supervisor.instances("blue")) == 2
 
 
-async def test_rollback_while_warm_is_immediate_then_cold_rollback(
+async def test_rollback_while_warm_swaps_back_and_the_bad_release_is_never_previous(
     world: Any, tmp_path: Path
 ) -> None:
     w: World = await world(scale_down_delay=30)
     await done(w, await w.controller.start_deploy(DeployRequest(path=tmp_path / "a")))
     deploy_id = await w.controller.start_deploy(DeployRequest(path=tmp_path / "b"))
     await at_step(w, deploy_id, "retire")
-    t0 = time.monotonic()
+    started = len(w.supervisor.items)
     rolled_id, _ = await w.controller.rollback()
-    assert time.monotonic() - t0 < 0.5
+    # The swap back started nothing: blue was warm.
+    assert len(w.supervisor.items) <= started
     assert rolled_id == deploy_id and w.dp.table.live == "blue"
     assert (await done(w, deploy_id)).status == "rolled_back"
     cur = w.state.current()
-    assert (cur.live_colour, cur.live_release, cur.previous_release) == ("blue", "r-a", "r-b")
+    assert (cur.live_colour, cur.live_release, cur.previous_release) == ("blue", "r-a", None)
 
-    # Green is gone now: rolling back again starts r-b on green first.
+    # r-b was rolled back: a second rollback refuses it and says why.
+    with pytest.raises(NothingToDo, match="r-b was rolled back"):
+        await w.controller.rollback()
+
+    # The next deploy's previous is r-a, the release that was live and good.
+    new_id = await w.controller.start_deploy(DeployRequest(path=tmp_path / "c"))
+    await at_step(w, new_id, "retire")
+    cur = w.state.current()
+    assert (cur.live_colour, cur.live_release, cur.previous_release) == ("green", "r-c", "r-a")
+
+
+async def test_cold_rollback_goes_to_the_last_good_release_through_the_checks(
+    world: Any, tmp_path: Path
+) -> None:
+    w: World = await world(scale_down_delay=0)
+    await done(w, await w.controller.start_deploy(DeployRequest(path=tmp_path / "a")))
+    assert (
+        await done(w, await w.controller.start_deploy(DeployRequest(path=tmp_path / "b")))
+    ).status == "succeeded"
     for _ in range(100):
-        if not w.supervisor.instances("green"):
+        if not w.supervisor.instances("blue"):
             break
         await asyncio.sleep(0.01)
+    assert not w.supervisor.instances("blue")
+
     cold_id, message = await w.controller.rollback()
-    assert "started" in message
-    await at_step(w, cold_id, "retire")
-    cold = w.state.deploy(cold_id)
-    assert cold is not None and cold.source == "rollback" and cold.release_id == "r-b"
-    assert w.dp.table.live == "green"
-    # A new deploy does not wait for the retire delay: blue is retired at once.
-    new_id = await w.controller.start_deploy(DeployRequest(path=tmp_path / "c"))
-    assert (await done(w, cold_id)).status == "succeeded"
-    await at_step(w, new_id, "retire")
+    assert "r-a (the last good release)" in message and "smoke" in message
+    cold = await done(w, cold_id)
+    assert cold.status == "succeeded" and cold.source == "rollback"
+    assert cold.release_id == "r-a"
+    assert [s for s, _ in names(cold)] == [
+        "start", "ready", "smoke", "switch", "drain", "analyse", "retire",
+    ]  # fmt: skip
     assert w.dp.table.live == "blue"
-    assert w.state.current().colours == {"blue": "r-c", "green": "r-b"}
+    cur = w.state.current()
+    # r-b was left by a rollback: it is not offered as "previous" again.
+    assert (cur.live_release, cur.previous_release) == ("r-a", None)
 
 
 async def test_cold_rollback_refused_across_a_contract_the_target_still_needs(

@@ -123,7 +123,8 @@ async def switch_back(ctx: DeployContext, reason: str) -> None:
     old_release = plane.state.current().colours.get(previous)
     await plane.route(lambda t: t.with_live(previous).with_preview(None))
     if old_release is not None:
-        plane.state.set_live(previous, old_release)
+        rolled_back = run.release.id if run.release is not None else None
+        plane.state.restore_live(previous, old_release, rolled_back=rolled_back)
     run.rolled_back.set()
     logger.warning("deploy #%s rolled back: %s", run.deploy_id, reason)
 

@@ -64,13 +64,22 @@ _POLICY: Mapping[Step, OnFailure] = MappingProxyType(
 def plan(*, manual: bool, rollback: bool = False) -> tuple[Step, ...]:
     """The steps a deploy goes through, in order.
 
-    A rollback re-runs the previous release: it is neither prepared nor migrated
-    (its code must work with the newer schema) nor analysed (it was live before).
+    A rollback re-runs the last good release: it is neither prepared nor migrated (its
+    code must work with the newer schema), but started cold it is checked like a deploy:
+    ready, smoke through the preview listener, and the analysis after the switch.
     Steps that have nothing to do (no hook, nothing live before) are still listed and
     recorded as ``skipped``.
     """
     if rollback:
-        return (Step.START, Step.READY, Step.SWITCH, Step.DRAIN, Step.RETIRE)
+        return (
+            Step.START,
+            Step.READY,
+            Step.SMOKE,
+            Step.SWITCH,
+            Step.DRAIN,
+            Step.ANALYSE,
+            Step.RETIRE,
+        )
     steps = [Step.PREPARE, Step.LINT, Step.REHEARSE, Step.MIGRATE, Step.VERIFY]
     steps += [Step.START, Step.READY, Step.SMOKE]
     if manual:

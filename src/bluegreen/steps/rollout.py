@@ -92,7 +92,11 @@ async def switch(ctx: DeployContext) -> Outcome:
     run.candidate_at_switch = sample.of(run.target)
     run.switch_at = time.monotonic()
     await plane.route(lambda t: t.with_live(run.target).with_preview(None))
-    plane.state.set_live(run.target, ctx.release.id)
+    if run.request is None:  # a rollback: the release it leaves never becomes "previous"
+        left = plane.state.current().live_release
+        plane.state.restore_live(run.target, ctx.release.id, rolled_back=left)
+    else:
+        plane.state.set_live(run.target, ctx.release.id)
     run.switched = True
     was = f"{run.previous} → " if run.previous else ""
     return "ok", f"live: {was}{run.target} ({ctx.release.id})"
