@@ -24,6 +24,7 @@ from clinic.core import audit
 from clinic.core.config import Settings
 from clinic.core.db import utcnow
 from clinic.core.errors import ClinicError, InvalidInput, InvalidState, NotAuthenticated, NotFound
+from clinic.core.wallclock import local_text
 from clinic.visits import tokens
 from clinic.visits.models import Visit, VisitEvent, VisitNote, VisitPresence
 from clinic.visits.window import JoinWindow, WindowState, join_window
@@ -63,8 +64,8 @@ def window_message(window: JoinWindow, zone: str, now: datetime) -> str:
         tz = ZoneInfo(zone)
     except (KeyError, ValueError):
         tz = ZoneInfo("UTC")
-    opens = window.opens_at.astimezone(tz).strftime("%a %d %b %Y, %H:%M")
-    closes = window.closes_at.astimezone(tz).strftime("%a %d %b %Y, %H:%M")
+    opens = local_text(window.opens_at, tz)
+    closes = local_text(window.closes_at, tz)
     if window.state(now) is WindowState.NOT_YET:
         return f"This visit opens on {opens} and closes on {closes} ({tz.key})."
     return f"This visit could be joined from {opens} until {closes} ({tz.key}); it is closed now."

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -13,6 +12,7 @@ from fastapi.templating import Jinja2Templates
 
 from clinic.core.errors import InvalidInput
 from clinic.core.validation import zone_or_none
+from clinic.core.wallclock import local_text
 from clinic.web.deps import csrf_token
 
 UTC_ZONE = ZoneInfo("UTC")
@@ -46,12 +46,7 @@ def viewer_zone_or_utc(request: Request) -> ZoneInfo:
         return UTC_ZONE
 
 
-def _local(value: datetime, zone: ZoneInfo | str, fmt: str = "%a %d %b %Y, %H:%M") -> str:
-    tz = ZoneInfo(zone) if isinstance(zone, str) else zone
-    return value.astimezone(tz).strftime(fmt)
-
-
-TEMPLATES.env.filters["local"] = _local
+TEMPLATES.env.filters["local"] = local_text
 TEMPLATES.env.globals["weekdays"] = [
     "Monday",
     "Tuesday",
