@@ -424,8 +424,10 @@ class Envoy:
 
     async def _wait_routable(self, admin: EnvoyAdmin, table: RoutingTable) -> None:
         """Before a colour gets traffic it did not have, wait (bounded) until Envoy has
-        seen one of its instances pass a health check. After the bound the switch goes
-        on: with no healthy instance Envoy's panic mode still tries them all."""
+        seen every one of its instances pass a health check (with only one, the first
+        crash of that one would leave the colour's traffic nowhere to go while the others
+        wait for their first check). After the bound the switch goes on: with no healthy
+        instance Envoy's panic mode still tries them all."""
         before = {self._table.live, self._table.preview_colour(), *_candidate(self._table)}
         targets = {
             c for c in (table.live, table.preview_colour(), *_candidate(table)) if c is not None
@@ -438,7 +440,7 @@ class Envoy:
 
         async def ready() -> bool:
             healthy = await admin.healthy_hosts()
-            return all(healthy.get(c, 0) > 0 for c in new)
+            return all(healthy.get(c, 0) >= len(table.of_colour(c)) for c in new)
 
         try:
             await _until(ready, "health", timeout=bound)
