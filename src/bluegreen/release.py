@@ -47,7 +47,7 @@ from bluegreen.errors import ReleaseError
 
 Log = Callable[[str], None]
 
-IGNORED_NAMES: frozenset[str] = frozenset({".git", ".venv", "var", "__pycache__"})
+IGNORED_NAMES: frozenset[str] = frozenset({".git", ".venv", "var", ".bluegreen", "__pycache__"})
 ENV_MARKER = ".bluegreen-complete"
 META_DIR = ".meta"
 _TMP_PREFIX = ".tmp-"
