@@ -32,7 +32,9 @@ from bluegreen.dataplane.table import Backend, RoutingTable
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "e2e-admin-token-0123456789abcdef"
 SMOKE_PASSWORD = "e2e-smoke-password-4711"
-IGNORE = shutil.ignore_patterns(".git", ".venv", "var", ".bluegreen", "__pycache__", "*.egg-info", ".*cache")
+IGNORE = shutil.ignore_patterns(
+    ".git", ".venv", "var", ".bluegreen", "__pycache__", "*.egg-info", ".*cache"
+)
 
 
 def pid_alive(pid: int) -> bool:
