@@ -3,13 +3,14 @@
 Promises:
 
 * every endpoint but ``/login`` needs the admin token: ``Authorization: Bearer <token>``
-  or the HttpOnly session cookie the login form sets; tokens are compared in constant
-  time and never echoed;
+  or the session cookie the login form sets, which expires and which logout revokes;
+  tokens are compared in constant time and never echoed (:mod:`bluegreen.adminauth`);
 * every error is a :class:`~bluegreen.errors.BluegreenError` answered with its own HTTP
   status and the one JSON shape ``{"error": {"code": <code>, "message": <text>}}``; a deploy
   refused because another one runs is a 409 whose message names the running deploy;
-* dashboard forms are protected against cross-site posts (SameSite=Strict cookie plus a
-  token-derived CSRF field).
+* a write made with the cookie is refused (403) unless it comes from this site (``Origin``,
+  ``Sec-Fetch-Site``) and carries the session's CSRF token (form field or
+  ``X-CSRF-Token``); the login form is refused from another site too.
 
 Endpoints (JSON unless noted):
 
@@ -32,18 +33,26 @@ GET      /                           dashboard (HTML)
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import html
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from bluegreen.adminauth import (
+    COOKIE,
+    SAFE_METHODS,
+    Session,
+    Sessions,
+    bearer_ok,
+    csrf_ok,
+    same_origin,
+    tokens_equal,
+)
 from bluegreen.config import COLOURS, Config
 from bluegreen.controller import Controller, DeployRequest
 from bluegreen.dataplane.table import Mode
@@ -52,7 +61,6 @@ from bluegreen.state import Deploy, StateStore
 from bluegreen.steps import ControlPlane
 from bluegreen.traffic import render_prometheus
 
-COOKIE = "bluegreen_session"
 JSON_LIMIT = 64 * 1024
 CHART_SECONDS = 300
 
@@ -66,6 +74,7 @@ class AdminContext:
     controller: Controller
     urls: dict[str, str]
     shutdown: Callable[[], None]
+    sessions: Sessions = field(default_factory=Sessions)
 
     @property
     def plane(self) -> ControlPlane:
@@ -79,20 +88,7 @@ class AdminContext:
 _CTX: web.AppKey[AdminContext] = web.AppKey("bluegreen_admin", AdminContext)
 
 
-def _derive(token: str, purpose: str) -> str:
-    return hmac.new(token.encode(), purpose.encode(), hashlib.sha256).hexdigest()
-
-
-def _authorised(request: web.Request, ctx: AdminContext) -> bool:
-    header = request.headers.get("Authorization", "")
-    if header.startswith("Bearer ") and hmac.compare_digest(
-        header[7:].strip().encode(), ctx.token.encode()
-    ):
-        return True
-    cookie = request.cookies.get(COOKIE, "")
-    return bool(cookie) and hmac.compare_digest(
-        cookie.encode(), _derive(ctx.token, "session").encode()
-    )
+_SESSION: web.RequestKey[Session] = web.RequestKey("bluegreen_session", Session)
 
 
 @web.middleware
@@ -110,12 +106,27 @@ async def _errors(
 async def _auth(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
+    """The one place access is decided: the bearer token, or a live session whose writes
+    come from this site with its CSRF token."""
     ctx = request.app[_CTX]
-    if request.path == "/login" or _authorised(request, ctx):
+    if request.path == "/login":
+        if request.method == "POST" and not same_origin(request):
+            raise Forbidden("cross-site login refused")
         return await handler(request)
-    if request.path.startswith("/api/") or request.path == "/metrics":
-        raise Unauthorised("missing or wrong admin token (Authorization: Bearer)")
-    raise web.HTTPSeeOther("/login")
+    if bearer_ok(request, ctx.token):
+        return await handler(request)
+    session = ctx.sessions.get(request.cookies.get(COOKIE, ""))
+    if session is None:
+        if request.path.startswith("/api/") or request.path == "/metrics":
+            raise Unauthorised("missing or wrong admin token (Authorization: Bearer)")
+        raise web.HTTPSeeOther("/login")
+    if request.method not in SAFE_METHODS:
+        if not same_origin(request):
+            raise Forbidden("cross-site request refused (Origin is not this dashboard)")
+        if not await csrf_ok(request, session):
+            raise Forbidden("missing or wrong CSRF token")
+    request[_SESSION] = session
+    return await handler(request)
 
 
 def make_app(ctx: AdminContext) -> web.Application:
@@ -139,6 +150,7 @@ def make_app(ctx: AdminContext) -> web.Application:
     r.add_get("/", dashboard)
     r.add_get("/login", login_form)
     r.add_post("/login", login)
+    r.add_get("/logout", logout_form)
     r.add_post("/logout", logout)
     r.add_post("/ui/{action:promote|rollback}", ui_action)
     return app
@@ -436,7 +448,8 @@ def _e(value: object) -> str:
 async def dashboard(request: web.Request) -> web.Response:
     ctx = request.app[_CTX]
     st = status_json(ctx)
-    csrf = _derive(ctx.token, "csrf")
+    session = request.get(_SESSION)
+    csrf = session.csrf if session is not None else ""
     live = st["live_colour"]
     badge = f'<span class="badge bg-{_e(live)}">{_e(live)}</span>' if live else "nothing live"
     rows = "".join(
@@ -514,34 +527,41 @@ async def login(request: web.Request) -> web.Response:
     ctx = request.app[_CTX]
     form = await request.post()
     given = str(form.get("token", "")).strip()
-    if not hmac.compare_digest(given.encode(), ctx.token.encode()):
+    if not tokens_equal(given, ctx.token):
         raise web.HTTPSeeOther("/login?failed=1")
     resp = web.HTTPSeeOther("/")
     resp.set_cookie(
-        COOKIE, _derive(ctx.token, "session"), httponly=True, samesite="Strict", path="/"
+        COOKIE,
+        ctx.sessions.open(),
+        httponly=True,
+        samesite="Strict",
+        path="/",
+        max_age=int(ctx.sessions.ttl),
     )
     raise resp
 
 
+async def logout_form(request: web.Request) -> web.Response:
+    session = request[_SESSION]
+    body = (
+        "<h1>bluegreen admin</h1>"
+        '<form method="post" action="/logout">'
+        f'<input type="hidden" name="csrf" value="{_e(session.csrf)}">'
+        "<button>Log out</button></form>"
+    )
+    return _page("bluegreen logout", body)
+
+
 async def logout(request: web.Request) -> web.Response:
-    ctx = request.app[_CTX]
-    form = await request.post()
-    if not hmac.compare_digest(
-        str(form.get("csrf", "")).encode(), _derive(ctx.token, "csrf").encode()
-    ):
-        raise Forbidden("bad CSRF token")
+    # The middleware checked the CSRF token; the session ends here, not only the cookie.
+    request.app[_CTX].sessions.revoke(request.cookies.get(COOKIE, ""))
     resp = web.HTTPSeeOther("/login")
     resp.del_cookie(COOKIE, path="/")
     raise resp
 
 
 async def ui_action(request: web.Request) -> web.Response:
-    ctx = request.app[_CTX]
-    form = await request.post()
-    if not hmac.compare_digest(
-        str(form.get("csrf", "")).encode(), _derive(ctx.token, "csrf").encode()
-    ):
-        raise Forbidden("bad CSRF token")
+    ctx = request.app[_CTX]  # the middleware checked the origin and the CSRF token
     try:
         if request.match_info["action"] == "promote":
             deploy_id = await ctx.controller.promote()

@@ -40,6 +40,7 @@ from bluegreen.daemon import (
 from bluegreen.environment import base_env
 from bluegreen.errors import BluegreenError
 from bluegreen.hooks import squawk_executable
+from bluegreen.private import open_private_binary
 
 app = typer.Typer(
     help="Blue/green deployments for an HTTP app described by bluegreen.toml.",
@@ -203,9 +204,8 @@ def up(
         argv += ["--path", str(path.resolve())]
     if ref is not None:
         argv += ["--ref", ref]
-    config.state.dir.mkdir(parents=True, exist_ok=True)
     log_path = config.state.dir / LOG_FILE
-    with log_path.open("ab") as log:
+    with open_private_binary(log_path) as log:
         proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,

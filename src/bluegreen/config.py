@@ -53,8 +53,12 @@ resolved against the directory holding ``bluegreen.toml``.
     dir = "var/releases"                  # venvs live beside it, in <dir>/../envs
 
     [state]
-    dir = "var"                           # SQLite state and instance logs
-    dir_env = ""                          # if set: env var given the absolute state dir
+    dir = "var"                           # bluegreen's own, mode 0700: SQLite state, admin
+                                          # token, logs, Envoy's files; never given to the app
+    app_dir = "<dir>/app"                 # the app's own directory (secrets, data), given
+                                          # to instances and hooks under dir_env; must not
+                                          # hold dir, so they never see the token or state
+    dir_env = ""                          # if set: env var given the absolute app_dir
                                           # (e.g. "CLINIC_VAR_DIR"), for instances and hooks
 
     [database]                            # optional: one database shared by every release
@@ -256,6 +260,13 @@ class StateConfig:
 
     dir: Path
     dir_env: str | None = None
+    app_dir: Path | None = None
+    """What ``dir_env`` names; ``None``: ``<dir>/app``."""
+
+    @property
+    def app(self) -> Path:
+        """The app's directory (outside :attr:`dir`'s private files)."""
+        return self.app_dir if self.app_dir is not None else self.dir / "app"
 
     @property
     def db_path(self) -> Path:
@@ -405,11 +416,20 @@ def parse_config(
         keep=_integer(releases_sec, "releases", "keep", 3, minimum=1),
     )
     state_sec = _section(data, "state")
-    _only_keys(state_sec, "state", {"dir", "dir_env"})
+    _only_keys(state_sec, "state", {"dir", "dir_env", "app_dir"})
     state = StateConfig(
         dir=_directory(state_sec, "state", "dir", "var", root),
         dir_env=_env_name(state_sec, "state", "dir_env", required=False),
+        app_dir=(
+            _directory(state_sec, "state", "app_dir", "", root) if "app_dir" in state_sec else None
+        ),
     )
+    if state.dir.is_relative_to(state.app):
+        raise ConfigError(
+            f"state.app_dir: {state.app} holds state.dir ({state.dir}), so every instance "
+            "could read the admin token and the state database; give them separate "
+            'directories (e.g. dir = ".bluegreen", app_dir = "var")'
+        )
     database = _parse_database(data["database"]) if "database" in data else None
     migrations = _parse_migrations(data["migrations"]) if "migrations" in data else None
     if migrations is not None and migrations.scratch_create is not None and database is None:

@@ -39,7 +39,9 @@ from bluegreen.dataplane.envoy import Envoy
 from bluegreen.environment import Environment, base_env
 from bluegreen.errors import DatabaseError
 from bluegreen.hooks import render, run_hook
+from bluegreen.private import write_private
 from bluegreen.release import Release
+from bluegreen.scrub import KNOWN
 from bluegreen.state import StateStore
 from bluegreen.steps import ControlPlane
 from bluegreen.supervisor import Instance, Supervisor
@@ -75,13 +77,8 @@ def ensure_token(config: Config) -> tuple[str, bool]:
     existing = read_token(config)
     if existing is not None:
         return existing, False
-    path = token_path(config)
-    path.parent.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(token + "\n")
-    os.chmod(path, 0o600)
+    write_private(token_path(config), token + "\n")
     return token, True
 
 
@@ -121,6 +118,7 @@ class Database:
                     env={**release.env(), **self.base_env},
                     timeout=self.timeout,
                     log=lines.append,
+                    scrub=False,  # its output is the URL, password included
                 )
                 urls = [line.strip() for line in lines if "://" in line]
                 if not result.ok or not urls:
@@ -128,6 +126,7 @@ class Database:
                         f"database url_command failed (exit {result.exit_code}):\n{result.output}"
                     )
                 self.url = urls[-1]
+                KNOWN.add_env({self.config.env: self.url})  # its password, from now on
                 self._release = release
                 logger.info("database ready (%s)", self.url.split("@")[-1])
             return {self.config.env: self.url}
@@ -170,6 +169,10 @@ class Daemon:
     ) -> None:
         self.config = config
         self.token = token
+        # Masked in every hook's output from now on (bluegreen.scrub).
+        KNOWN.add(token)
+        if config.state.dir_env:
+            KNOWN.add_dir(config.state.app / "secrets")
         self.initial = initial
         self.python = python
         self.write_files = write_files
@@ -300,12 +303,9 @@ class Daemon:
         if not self.write_files:
             return
         d = self.config.state.dir
-        d.mkdir(parents=True, exist_ok=True)
         info = {"pid": os.getpid(), **self.urls}
-        tmp = d / f".{INFO_FILE}.tmp"
-        tmp.write_text(json.dumps(info), encoding="utf-8")
-        tmp.replace(d / INFO_FILE)
-        (d / PID_FILE).write_text(f"{os.getpid()}\n", encoding="utf-8")
+        write_private(d / INFO_FILE, json.dumps(info))
+        write_private(d / PID_FILE, f"{os.getpid()}\n")
 
     def _remove_files(self) -> None:
         if not self.write_files:

@@ -1,11 +1,11 @@
 """The environment bluegreen gives the app: the one place it is built.
 
 Layers, later ones winning: the release's own (``PYTHONPATH``, venv), ``[app] env``, the
-state dir under ``[state] dir_env``, what a provider adds (the shared database URL), the
-extra env of one deploy, then ``BLUEGREEN_RELEASE`` / ``BLUEGREEN_COLOUR`` /
-``BLUEGREEN_COLOR``. The supervisor adds ``BLUEGREEN_INSTANCE`` and ``BLUEGREEN_PORT`` per
-instance; :func:`bluegreen.hooks.child_env` puts all of it over the controller's own
-environment minus the admin token.
+app's directory (``[state] app_dir``) under ``[state] dir_env``, what a provider adds
+(the shared database URL), the extra env of one deploy, then ``BLUEGREEN_RELEASE`` /
+``BLUEGREEN_COLOUR`` / ``BLUEGREEN_COLOR``. The supervisor adds ``BLUEGREEN_INSTANCE`` and
+``BLUEGREEN_PORT`` per instance; :func:`bluegreen.hooks.child_env` puts all of it over the
+controller's own environment minus the admin token.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ EnvProvider = Callable[[Release], Awaitable[Mapping[str, str]]]
 
 
 def base_env(config: Config) -> dict[str, str]:
-    """``[app] env`` plus the state dir under ``[state] dir_env``: what every command of the
-    app gets, whichever release runs it."""
+    """``[app] env`` plus the app's directory under ``[state] dir_env``: what every command of
+    the app gets, whichever release runs it. Never bluegreen's own state dir."""
     env = dict(config.app.env)
     if config.state.dir_env:
-        env[config.state.dir_env] = str(config.state.dir)
+        env[config.state.dir_env] = str(config.state.app)
     return env
 
 

@@ -2,8 +2,9 @@
 
 * every command runs without a shell, in its own process group, with the controller's
   environment minus the admin token (:func:`child_env`) plus what the caller adds;
-* :func:`run_hook` streams its combined output line by line and kills the whole group on
-  timeout; :func:`capture` returns stdout and stderr apart (for a plan, a URL);
+* :func:`run_hook` streams its combined output line by line, known secrets masked, and
+  kills the whole group on timeout; :func:`capture` returns stdout and stderr apart (for
+  a plan, a URL);
 * :func:`render` is the one way a command template becomes an argv for a release.
 """
 
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from bluegreen.config import ADMIN_TOKEN_ENV, Colour, Template
 from bluegreen.release import Release
+from bluegreen.scrub import scrubber_for
 
 MAX_HOOK_OUTPUT = 64 * 1024
 """Characters of hook output kept (the tail); every line still goes to ``log``."""
@@ -89,19 +91,24 @@ async def run_hook(
     env: Mapping[str, str],
     timeout: float,  # noqa: ASYNC109 - the hook's own time limit, enforced here
     log: Callable[[str], None],
+    scrub: bool = True,
 ) -> HookResult:
     """Run ``command`` (a string is split with shlex, never given to a shell).
 
-    ``env`` is added to the controller's environment (minus the admin token).
+    ``env`` is added to the controller's environment (minus the admin token). Each output
+    line has every known secret masked (:mod:`bluegreen.scrub`) before it is kept or logged;
+    ``scrub=False`` only for a command whose output is itself a secret (the database URL).
     """
     argv = shlex.split(command) if isinstance(command, str) else list(command)
     if not argv:
         return HookResult(False, None, "empty hook command")
+    full_env = child_env(env)
+    clean: Callable[[str], str] = scrubber_for(full_env) if scrub else str
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,
             cwd=cwd,
-            env=child_env(env),
+            env=full_env,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
@@ -125,7 +132,7 @@ async def run_hook(
     async def pump() -> None:
         assert proc.stdout is not None
         while raw := await proc.stdout.readline():
-            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            line = clean(raw.decode("utf-8", "replace").rstrip("\r\n"))
             keep(line)
             log(line)
 

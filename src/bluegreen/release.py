@@ -13,11 +13,14 @@ Scheme (fast when dependencies do not change):
 * **Dependencies.** The *deps hash* is a sha256 of the interpreter version,
   ``[project] dependencies``, ``optional-dependencies`` and ``requires-python``
   from the release's ``pyproject.toml`` (the whole file's bytes if it has no
-  ``[project]`` table) and every ``requirements*.txt``. The venv
-  ``<releases_dir>/../envs/<deps_hash>`` holds the dependencies only: ``[project]
-  dependencies`` plus ``requirements.txt`` (optional dependencies are hashed but
-  not installed). It is complete once its marker file exists (written last);
-  complete venvs are reused, incomplete ones rebuilt. With no dependencies the
+  ``[project]`` table), every ``requirements*.txt`` and ``requirements.lock``. The venv
+  ``<releases_dir>/../envs/<deps_hash>`` holds the dependencies only. With a
+  ``requirements.lock`` (what ``make install`` installs) exactly that is installed,
+  ``pip install --require-hashes -r requirements.lock``: the versions CI tested, each
+  file checked against its hash; otherwise ``[project] dependencies`` plus
+  ``requirements.txt`` (optional dependencies are hashed but not installed). It is
+  complete once its marker file exists (written last); complete venvs are reused,
+  incomplete ones rebuilt. With no dependencies the
   venv is made ``--without-pip`` and pip never runs.
 * **Running.** The release's own code is not installed: it runs from the
   release dir via ``PYTHONPATH`` (``<release>/src`` if present, else the release
@@ -47,9 +50,11 @@ from bluegreen.errors import ReleaseError
 
 Log = Callable[[str], None]
 
-IGNORED_NAMES: frozenset[str] = frozenset({".git", ".venv", "var", "__pycache__"})
+IGNORED_NAMES: frozenset[str] = frozenset({".git", ".venv", "var", ".bluegreen", "__pycache__"})
 ENV_MARKER = ".bluegreen-complete"
 META_DIR = ".meta"
+LOCK_FILE = "requirements.lock"
+"""Pinned, hashed requirements (``make lock``); installed instead of the loose ones."""
 _TMP_PREFIX = ".tmp-"
 
 
@@ -89,11 +94,12 @@ class DepsSpec:
     hash: str
     requirements: tuple[str, ...]
     requirement_files: tuple[Path, ...]
+    lock: Path | None = None
 
     @property
     def empty(self) -> bool:
         """Nothing to install."""
-        return not self.requirements and not self.requirement_files
+        return not self.requirements and not self.requirement_files and self.lock is None
 
 
 # --------------------------------------------------------------------------- entry point
@@ -288,6 +294,10 @@ def deps_spec(release_dir: Path, python: str) -> DepsSpec:
     req_files = sorted(release_dir.glob("requirements*.txt"))
     for f in req_files:
         h.update(f"file\0{f.name}\0".encode() + f.read_bytes() + b"\0")
+    lock = release_dir / LOCK_FILE
+    if lock.is_file():
+        h.update(b"lock\0" + lock.read_bytes() + b"\0")
+        return DepsSpec(hash=h.hexdigest()[:16], requirements=(), requirement_files=(), lock=lock)
     main_req = release_dir / "requirements.txt"
     return DepsSpec(
         hash=h.hexdigest()[:16],
@@ -313,7 +323,8 @@ def ensure_env(
     if venv.exists():
         log(f"environment {deps.hash}: incomplete, rebuilding")
         shutil.rmtree(venv)
-    log(f"environment {deps.hash}: creating ({len(deps.requirements)} requirements)")
+    what = LOCK_FILE if deps.lock is not None else f"{len(deps.requirements)} requirements"
+    log(f"environment {deps.hash}: creating ({what})")
     try:
         argv = [python, "-m", "venv"]
         if deps.empty:
@@ -328,6 +339,9 @@ def ensure_env(
                 "--disable-pip-version-check",
                 "--no-input",
             ]
+            if deps.lock is not None:
+                # As `make install`: every package pinned and its file's hash checked.
+                pip += ["--require-hashes", "-r", str(deps.lock)]
             for f in deps.requirement_files:
                 pip += ["-r", str(f)]
             _stream([*pip, *deps.requirements], cwd=release_dir, log=log, what="pip install")

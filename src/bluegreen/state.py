@@ -28,6 +28,7 @@ from typing import Literal, cast
 
 from bluegreen.config import COLOURS, Colour
 from bluegreen.errors import DeployInProgress, StateError
+from bluegreen.private import FILE_MODE, private_file
 
 DeployStatus = Literal["running", "succeeded", "failed", "aborted", "rolled_back", "interrupted"]
 StepStatus = Literal["running", "ok", "failed", "skipped"]
@@ -224,13 +225,18 @@ def _req_ts(value: str) -> datetime:
 
 
 class StateStore:
-    """The state database at ``path`` (created, with parents, if missing)."""
+    """The state database at ``path`` (created, with parents, if missing): mode 0600 in a
+    0700 directory; SQLite gives its ``-wal``/``-shm`` files the database file's mode."""
 
     def __init__(self, path: Path, *, clock: Callable[[], datetime] = utc_now) -> None:
         self.path = path
         self._clock = clock
         self._lock = threading.RLock()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(path)
+        for companion in ("-wal", "-shm", "-journal"):
+            sibling = path.with_name(path.name + companion)
+            if sibling.exists():  # left readable by an older bluegreen
+                sibling.chmod(FILE_MODE)
         self._db = sqlite3.connect(
             path, timeout=10.0, isolation_level=None, check_same_thread=False
         )

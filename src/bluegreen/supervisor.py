@@ -48,6 +48,7 @@ from bluegreen.config import Colour, http_url
 from bluegreen.environment import instance_env
 from bluegreen.errors import ReadyTimeout
 from bluegreen.hooks import child_env
+from bluegreen.private import open_private, private_dir
 from bluegreen.release import Release
 
 logger = logging.getLogger(__name__)
@@ -223,7 +224,7 @@ class Supervisor:
         """
         if id in self._instances:
             raise ValueError(f"instance {id!r} is already supervised")
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.log_dir)
         port = free_port(self.host)
         argv = list(command_for(port))  # fail here, to the caller, on a broken template
         if not argv:
@@ -243,7 +244,7 @@ class Supervisor:
             log_path=self.log_dir / f"{id}.log",
             ring_lines=self.ring_lines,
         )
-        inst._logfile = inst.log_path.open("a", encoding="utf-8", buffering=1)
+        inst._logfile = open_private(inst.log_path)
         self._instances[id] = inst
         inst._task = asyncio.create_task(self._run(inst), name=f"bluegreen-instance-{id}")
         self._notify()
@@ -267,7 +268,7 @@ class Supervisor:
         as if it were ours: watched, health-checked, restarted on its port if it exits."""
         if id in self._instances:
             raise ValueError(f"instance {id!r} is already supervised")
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.log_dir)
         inst = Instance(
             id=id,
             colour=colour,
@@ -282,7 +283,7 @@ class Supervisor:
             log_path=self.log_dir / f"{id}.log",
             ring_lines=self.ring_lines,
         )
-        inst._logfile = inst.log_path.open("a", encoding="utf-8", buffering=1)
+        inst._logfile = open_private(inst.log_path)
         inst._adopt_pid = inst.pid = pid
         inst.state = "running"
         self._instances[id] = inst

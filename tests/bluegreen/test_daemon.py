@@ -293,12 +293,14 @@ async def test_blue_green_under_load_zero_failures_then_warm_rollback(
     assert daemon.state.current().live_colour == "green"
 
     # Blue is still warm: a rollback switches back at once.
+    blue_pids = {i.id: i.pid for i in daemon.supervisor.instances("blue")}
     async with admin(daemon) as api:
-        t0 = time.monotonic()
         resp = await api.post("/api/rollback")
-        took = time.monotonic() - t0
         assert resp.status_code == 200, resp.text
-    assert took < 1.0, took
+    # At once: the warm blue instances take traffic back, none is restarted (their pids
+    # are the same), which is what makes it immediate, whatever the machine's load.
+    assert resp.json()["message"] == f"deploy #{second_id} rolled back: blue is live again"
+    assert {i.id: i.pid for i in daemon.supervisor.instances("blue")} == blue_pids
     assert (await get_json(daemon.public_url + "/version"))["color"] == "blue"
     rolled = await finished(daemon, second_id)
     assert rolled.status == "rolled_back"
@@ -314,19 +316,18 @@ async def test_never_ready_release_gets_no_traffic_and_fails_in_time(
     good = await deploy(daemon, make_app_dir(tmp_path, "good"))
     assert good.status == "succeeded", good
     async with Load(daemon.public_url + "/version", clients=5) as load:
-        t0 = time.monotonic()
         deploy_id = await daemon.controller.start_deploy(
             DeployRequest(path=make_app_dir(tmp_path, "bad"), env={"TINYAPP_NEVER_READY": "1"})
         )
         await reached_step(daemon, deploy_id, "ready")
         pids.note()
         bad = await finished(daemon, deploy_id)
-        took = time.monotonic() - t0
     assert bad.status == "failed"
     assert bad.error is not None and "ready" in bad.error
     ready = next(s for s in bad.steps if s.name == "ready")
     assert ready.status == "failed" and "never to be ready" in ready.output
-    assert took < 4 + 5
+    # In time: it ended at its ready bound (4 s), not at some later one such as the hook's.
+    assert "did not become ready within 4s" in ready.output
     assert load.failures() == []
     assert {r.colour for r in load.results} == {"blue"}
     assert not daemon.supervisor.instances("green")

@@ -306,3 +306,54 @@ def test_pip_failure_is_reported_and_env_removed(
         prep(repo, releases_dir)
     envs = releases_dir.parent / "envs"
     assert not any(p.name != ".meta" for p in envs.iterdir())
+
+
+def test_a_lock_replaces_the_loose_requirements_and_its_bytes_name_the_env(
+    tmp_path: Path,
+) -> None:
+    d = tmp_path / "app"
+    d.mkdir()
+    (d / "pyproject.toml").write_text(PYPROJECT.replace("[]", '["attrs>=20"]'))
+    loose = deps_spec(d, sys.executable)
+    assert loose.requirements == ("attrs>=20",) and loose.lock is None
+    (d / "requirements.lock").write_text("attrs==23.1.0 --hash=sha256:" + "a" * 64 + "\n")
+    locked = deps_spec(d, sys.executable)
+    # Only the lock is installed: lower bounds would give other versions next month.
+    assert locked.lock == d / "requirements.lock" and locked.requirements == ()
+    assert locked.hash != loose.hash
+    (d / "requirements.lock").write_text("attrs==23.2.0 --hash=sha256:" + "b" * 64 + "\n")
+    assert deps_spec(d, sys.executable).hash != locked.hash
+
+
+def test_the_repository_releases_install_from_its_lock() -> None:
+    repo_root = Path(__file__).resolve().parents[2]
+    spec = deps_spec(repo_root, sys.executable)
+    assert spec.lock == repo_root / "requirements.lock" and spec.requirements == ()
+
+
+def wheel_sha256(wheel: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(wheel.read_bytes()).hexdigest()
+
+
+@pytest.mark.slow
+def test_the_env_is_installed_from_the_lock_with_hashes_checked(
+    repo: Path, releases_dir: Path, tmp_path: Path
+) -> None:
+    wheel = make_wheel(tmp_path, "from-lock")
+    # pyproject names a version that does not exist anywhere: only the lock is installed.
+    pyproject = PYPROJECT.replace("dependencies = []", 'dependencies = ["tinydep>=99"]')
+    lock = f"tinydep @ {wheel.as_uri()} --hash=sha256:{wheel_sha256(wheel)}\n"
+    commit(repo, {"pyproject.toml": pyproject, "requirements.lock": lock})
+    logs: list[str] = []
+    rel = prep(repo, releases_dir, logs)
+    assert run_in_release(rel, "import tinydep; print(tinydep.VALUE)") == "from-lock"
+    assert any("requirements.lock" in line for line in logs)
+    # A lock whose hash does not match the file is refused by pip, and nothing is kept.
+    commit(repo, {"requirements.lock": lock.replace(wheel_sha256(wheel), "0" * 64)})
+    with pytest.raises(ReleaseError, match="pip install failed"):
+        prep(repo, releases_dir)
+    assert [p.name for p in (releases_dir.parent / "envs").iterdir() if p.name != ".meta"] == [
+        rel.venv.name
+    ]

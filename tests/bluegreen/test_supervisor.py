@@ -124,8 +124,19 @@ async def test_never_ready_raises_ready_timeout_with_log_tail(
     sup: Supervisor, release: Release
 ) -> None:
     inst = await start(sup, release, "green-1", "green", TINYAPP_NEVER_READY="1")
+    # Its first output line is in before the wait starts: on a busy machine the process may
+    # take longer than the timeout to say anything, and the message quotes its log tail.
+    await eventually(
+        lambda: any("configured never to be ready" in line for line in inst.logs()),
+        30.0,
+        "tinyapp started",
+    )
     with pytest.raises(ReadyTimeout) as info:
         await sup.wait_ready([inst], timeout=1.5)
+    # It gave up because its timeout ran out (the message says so), not because the
+    # instance died or was stopped: that one is still running, never having exited.
+    assert inst.state == "running" and inst.exits == 0 and inst.pid is not None
+    assert pid_alive(inst.pid) and not inst.healthy
     assert info.value.instance_ids == ("green-1",)
     msg = str(info.value)
     assert "green-1" in msg and "did not become ready within 1.5s" in msg

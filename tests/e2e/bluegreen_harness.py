@@ -32,7 +32,9 @@ from bluegreen.dataplane.table import Backend, RoutingTable
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "e2e-admin-token-0123456789abcdef"
 SMOKE_PASSWORD = "e2e-smoke-password-4711"
-IGNORE = shutil.ignore_patterns(".git", ".venv", "var", "__pycache__", "*.egg-info", ".*cache")
+IGNORE = shutil.ignore_patterns(
+    ".git", ".venv", "var", ".bluegreen", "__pycache__", "*.egg-info", ".*cache"
+)
 
 
 def pid_alive(pid: int) -> bool:
@@ -51,7 +53,10 @@ def make_config(tmp: Path) -> Path:
         text = text.replace(f'"{addr}"', '"127.0.0.1:0"')
     swaps = {
         'dir = "var/releases"': f'dir = "{tmp}/var/releases"',
-        'dir = "var"': f'dir = "{tmp}/var"',
+        # bluegreen's own files (daemon.json, logs, Envoy) under tmp/bluegreen; the app's
+        # (app_dir, given as CLINIC_VAR_DIR: secrets, pgdata) under tmp/var.
+        'dir = ".bluegreen"': f'dir = "{tmp}/bluegreen"',
+        'app_dir = "var"': f'app_dir = "{tmp}/var"',
         "analysis_window = 30": "analysis_window = 3",
         "scale_down_delay = 300": "scale_down_delay = 120",
         "drain = 10": "drain = 5",

@@ -48,7 +48,7 @@ async def test_clinic_deploy_rollback_cycles_under_load(state_root: Path) -> Non
     instance_pids: set[int] = set()
     try:
         bluegreen(tmp_path, config, "up", "--detach", "--path", str(REPO))
-        info = json.loads((tmp_path / "var" / "daemon.json").read_text())
+        info = json.loads((tmp_path / "bluegreen" / "daemon.json").read_text())
         daemon_pid = int(info["pid"])
         st = await wait_idle_live(tmp_path, config)
         assert st["live_colour"] == "blue"

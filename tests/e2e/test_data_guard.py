@@ -151,7 +151,7 @@ async def test_deleting_every_appointment_is_refused_by_lint_and_by_rehearsal(
     summary: list[str] = []
     try:
         bluegreen(tmp, config, "up", "--detach", "--path", str(release1))
-        info = json.loads((tmp / "var" / "daemon.json").read_text())
+        info = json.loads((tmp / "bluegreen" / "daemon.json").read_text())
         daemon_pid = int(info["pid"])
         # The first deploy builds the release environment (pip): slow on a busy machine.
         st = await wait_idle_live(tmp, config, within=1200)

@@ -254,7 +254,7 @@ async def test_schema_changes_through_the_daemon(state_root: Path) -> None:
     summary: list[str] = []
     try:
         bluegreen(tmp, config, "up", "--detach", "--path", str(release1))
-        info = json.loads((tmp / "var" / "daemon.json").read_text())
+        info = json.loads((tmp / "bluegreen" / "daemon.json").read_text())
         daemon_pid = int(info["pid"])
         st = await wait_idle_live(tmp, config)
         assert st["live_colour"] == "blue"
@@ -342,7 +342,8 @@ async def test_schema_changes_through_the_daemon(state_root: Path) -> None:
                 assert "smoke: book " in rehearsal and "smoke: read back" not in rehearsal
                 # Why release 1's booking failed: the trigger, in its rehearsal instance's log.
                 logs = [
-                    p.read_text(errors="replace") for p in (tmp / "var").rglob("rehearsal-*.log")
+                    p.read_text(errors="replace")
+                    for p in (tmp / "bluegreen").rglob("rehearsal-*.log")
                 ]
                 assert any("appointments.booked_via is required" in x for x in logs), logs
                 for later in ("migrate", "verify", "start", "switch"):

@@ -51,20 +51,20 @@ BOOKING_CLIENTS = 2
 
 
 def daemon_pid(tmp: Path) -> int:
-    return int(json.loads((tmp / "var" / "daemon.json").read_text())["pid"])
+    return int(json.loads((tmp / "bluegreen" / "daemon.json").read_text())["pid"])
 
 
 def instance_processes(tmp: Path) -> dict[int, str]:
     """Every running process that is an instance of this state dir: pid -> instance id."""
     return {
         pid: env[processes.INSTANCE_ENV]
-        for pid, env in processes.marked(tmp / "var").items()
+        for pid, env in processes.marked(tmp / "bluegreen").items()
         if processes.INSTANCE_ENV in env
     }
 
 
 def daemon_log_tail(tmp: Path, lines: int = 40) -> str:
-    text = (tmp / "var" / "daemon.log").read_text(errors="replace")
+    text = (tmp / "bluegreen" / "daemon.log").read_text(errors="replace")
     return "\n".join(text.splitlines()[-lines:])
 
 
@@ -101,7 +101,7 @@ async def test_daemon_death_restart_and_envoy_hot_restart_fail_no_request(
         bluegreen(tmp, config, "up", "--detach", "--path", str(REPO))
         st = await wait_idle_live(tmp, config, within=900)  # the first venv: pip, slow here
         assert st["live_colour"] == "blue"
-        public = json.loads((tmp / "var" / "daemon.json").read_text())["public"]
+        public = json.loads((tmp / "bluegreen" / "daemon.json").read_text())["public"]
         db_url = clinic(tmp, "db", "url", "--keep-running").strip().splitlines()[-1]
         clinic(tmp, "seed", extra={"CLINIC_DATABASE_URL": db_url})
         async with httpx.AsyncClient(base_url=public, trust_env=False, timeout=30) as c:
@@ -172,7 +172,7 @@ async def test_daemon_death_restart_and_envoy_hot_restart_fail_no_request(
         bluegreen(tmp, config, "down", timeout=120)
     # `down` stops everything: no instance, no Envoy, no database is left.
     assert instance_processes(tmp) == {}
-    assert not processes.marked(tmp / "var")
-    envoy_pid_file = tmp / "var" / "envoy" / "envoy.pid"
+    assert not processes.marked(tmp / "bluegreen")
+    envoy_pid_file = tmp / "bluegreen" / "envoy" / "envoy.pid"
     assert not envoy_pid_file.exists()
     assert not (tmp / "var" / "pgdata" / "postmaster.pid").exists()

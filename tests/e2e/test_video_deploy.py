@@ -166,7 +166,7 @@ async def test_call_survives_a_blue_green_deploy(state_root: Path) -> None:
         first = tmp / "copies" / "first"
         await asyncio.to_thread(shutil.copytree, REPO, first, ignore=IGNORE)
         bg(tmp, config, "up", "--detach", "--path", str(first))
-        info = json.loads((tmp / "var" / "daemon.json").read_text())
+        info = json.loads((tmp / "bluegreen" / "daemon.json").read_text())
         daemon_pid = int(info["pid"])
         public = str(info["public"])
         st = await wait_idle_live(tmp, config)

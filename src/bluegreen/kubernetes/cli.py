@@ -83,7 +83,7 @@ def _database_url(config: Config) -> dict[str, str]:
     argv = config.database.url_command.render(**values)
     env = {**os.environ, **config.app.env}
     if config.state.dir_env:
-        env[config.state.dir_env] = str(config.state.dir)
+        env[config.state.dir_env] = str(config.state.app)
     out = subprocess.run(
         argv, cwd=config.root, env=env, capture_output=True, text=True, check=False
     )
@@ -130,13 +130,16 @@ def rehearse(
     else:
         python = live_python or live_dir / ".venv" / "bin" / "python"
         live, run_config = _release(live_release, live_dir.resolve(), python), config
-    state_env = {config.state.dir_env: str(config.state.dir)} if config.state.dir_env else {}
+    state_env = {config.state.dir_env: str(config.state.app)} if config.state.dir_env else {}
+    # A Job has no daemon, token or state, and only the app's directory is writable (an
+    # emptyDir; the root filesystem is read-only): the instance logs go there.
+    logs_dir = config.state.app / "logs"
 
     def env_for(release: Release, colour: Colour) -> dict[str, str]:
         return {**release.env(), **config.app.env, **state_env, **database}
 
     async def go() -> str:
-        supervisor = Supervisor(on_change=lambda: None, log_dir=config.state.logs_dir)
+        supervisor = Supervisor(on_change=lambda: None, log_dir=logs_dir)
         try:
             return await run_rehearsal(
                 config=run_config,
@@ -150,7 +153,7 @@ def rehearse(
         finally:
             await supervisor.stop_all()
 
-    config.state.logs_dir.mkdir(parents=True, exist_ok=True)
+    logs_dir.mkdir(parents=True, exist_ok=True)
     try:
         story = asyncio.run(go())
     except StepFailed as exc:

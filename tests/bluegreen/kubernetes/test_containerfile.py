@@ -36,4 +36,4 @@ def test_layout_matches_what_the_manifests_use() -> None:
 def test_the_build_context_keeps_state_and_secrets_out() -> None:
     for ignore in (".containerignore", ".dockerignore"):
         lines = (REPO / ignore).read_text().splitlines()
-        assert {".git", ".venv", "var", "secrets"} <= set(lines)
+        assert {".git", ".venv", "var", ".bluegreen", "secrets"} <= set(lines)
