@@ -7,7 +7,10 @@ the same for every phase:
 
 1. direct: load generator -> the blue instance's GET /version, ``--duration`` seconds;
 2. proxied: load generator -> Envoy -> the same blue instance, same client, same run;
-3. switch: load through Envoy while it is switched 20 times between blue and green. As in
+3. mirrored: the same load through Envoy while it mirrors every read to green's shadow
+   clusters (``Shadow("green", 1.0)``, the shadow step's heaviest setting); ``mirror_p99_added_ms``
+   is its p99 minus phase 2's: what mirroring costs live requests;
+4. switch: load through Envoy while it is switched 20 times between blue and green. As in
    a deploy, the next colour is put in preview first (untimed; Envoy health-checks it
    there), then made live. ``switch_ms`` runs from asking for that switch (calling
    ``Envoy.apply``) to the first response from the new colour (the ``color`` in the
@@ -195,7 +198,7 @@ async def envoy_counters(envoy: Any) -> dict[str, int]:
 async def bench(args: argparse.Namespace, urls: dict[str, str], state: Path) -> dict[str, Any]:
     from bluegreen.dataplane.envoy import Envoy
     from bluegreen.dataplane.settings import AppPaths, DataPlaneSettings
-    from bluegreen.dataplane.table import Backend, RoutingTable
+    from bluegreen.dataplane.table import Backend, RoutingTable, Shadow
 
     backends = tuple(
         Backend(f"{c}-1", c, "127.0.0.1", int(u.rsplit(":", 1)[1]))  # type: ignore[arg-type]
@@ -214,6 +217,10 @@ async def bench(args: argparse.Namespace, urls: dict[str, str], state: Path) -> 
         proxied = await asyncio.to_thread(run_load, proxied_url, args)
         show("proxied", proxied)
         print(f"envoy   : {await envoy_counters(envoy)}", flush=True)
+        await envoy.apply(table.with_shadow(Shadow("green", 1.0)))
+        mirrored = await asyncio.to_thread(run_load, proxied_url, args)
+        show("mirrored", mirrored)
+        await envoy.apply(table)
         switched = await switches(envoy, table, args, proxied_url)
         sw = switched["switch_ms"]
         print(
@@ -237,11 +244,14 @@ async def bench(args: argparse.Namespace, urls: dict[str, str], state: Path) -> 
         "direct_p99_ms": round(direct["p99_ms"], 3),
         "proxied_p99_ms": round(proxied["p99_ms"], 3),
         "p99_added_ms": round(proxied["p99_ms"] - direct["p99_ms"], 3),
+        "mirrored_rps": round(mirrored["rps"], 1),
+        "mirrored_p99_ms": round(mirrored["p99_ms"], 3),
+        "mirror_p99_added_ms": round(mirrored["p99_ms"] - proxied["p99_ms"], 3),
         "switch_ms": round(statistics.median(sw), 3),
         "switch_max_ms": round(max(sw), 3),
         "apply_ms": round(statistics.median(switched["apply_ms"]), 3),
         "switches": len(sw),
-        "failed": direct["errors"] + proxied["errors"] + switched["errors"],
+        "failed": direct["errors"] + proxied["errors"] + mirrored["errors"] + switched["errors"],
         "failed_during_switches": switched["errors"],
         "cpus": os.cpu_count(),
     }

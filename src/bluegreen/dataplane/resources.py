@@ -208,7 +208,11 @@ def routes(name: str, table: RoutingTable, s: DataPlaneSettings) -> Json:
         "@type": ROUTES_TYPE,
         "name": name,
         "virtual_hosts": [
-            {"name": "public" if public else "preview", "domains": ["*"], "routes": entries}
+            {
+                "name": "public" if public else "preview",
+                "domains": ["*"],
+                "routes": [forged_shadow_host(s), *entries],
+            }
         ],
     }
 
@@ -335,6 +339,26 @@ def _action(dest: Json, retry_on: str, s: DataPlaneSettings) -> Json:
             "host_selection_retry_max_attempts": 50,
         },
     }
+
+
+SHADOW_HOST = r".*-[sS][hH][aA][dD][oO][wW](:[0-9]+)?"
+"""A Host like the one Envoy gives a mirrored request (``-shadow`` appended to its name),
+in any case: host names are case-insensitive."""
+
+
+def forged_shadow_host(s: DataPlaneSettings) -> Json:
+    """Refuses (400) a client's request whose Host looks like a mirrored one's: the app
+    treats such a request as a side-effect-free shadow read (no audit row), so only Envoy's
+    own mirror may send it. Mirrored requests go straight to a shadow cluster, past these
+    routes."""
+    entry = _error_route(
+        400, "bad_host", "a Host ending in -shadow is reserved for mirrored requests", s
+    )
+    entry["match"] = {
+        "prefix": "/",
+        "headers": [{"name": ":authority", "string_match": {"safe_regex": {"regex": SHADOW_HOST}}}],
+    }
+    return entry
 
 
 def _error_route(status: int, error: str, detail: str, s: DataPlaneSettings) -> Json:

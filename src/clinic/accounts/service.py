@@ -16,7 +16,7 @@ from clinic.accounts import guards
 from clinic.accounts.guards import Actor
 from clinic.accounts.models import ApiToken, Doctor, LoginThrottle, Patient, Role, User
 from clinic.accounts.schemas import DoctorCreate, PatientCreate, PatientUpdate
-from clinic.core import audit
+from clinic.core import audit, request_context
 from clinic.core.config import Settings
 from clinic.core.db import utcnow
 from clinic.core.errors import (
@@ -251,7 +251,8 @@ async def actor_for_token(*, session: AsyncSession, token: str) -> Actor | None:
         ).first()
         if row is None:
             return None
-        row[2].last_used_at = utcnow()
+        if not request_context.current().shadow:  # a mirrored read is not a use
+            row[2].last_used_at = utcnow()
     return actor_of(row[0], row[1])
 
 

@@ -117,6 +117,8 @@ async def record_many(
     """Append several records in one statement (e.g. a list read touching many patients)."""
     if not session.in_transaction():
         raise RuntimeError("audit.record must run inside the transaction it describes")
+    if request_context.current().shadow:
+        return  # a mirrored read: the user did not read the record again
     rows = [_row(actor, a) for a in accesses]
     if rows:
         await session.execute(insert(AuditRecord), rows)

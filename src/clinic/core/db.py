@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, MetaData
+from sqlalchemy import Connection, DateTime, MetaData, event
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -15,6 +15,8 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
+
+from clinic.core import request_context
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -46,8 +48,9 @@ class Base(DeclarativeBase):
 
 def make_engine(url: str, *, pool_size: int = 10, pool_timeout: float = 30.0) -> AsyncEngine:
     """An engine whose pool holds ``pool_size`` connections (twice that at peak); a checkout
-    waits at most ``pool_timeout`` seconds, then raises ``sqlalchemy.exc.TimeoutError``."""
-    return create_async_engine(
+    waits at most ``pool_timeout`` seconds, then raises ``sqlalchemy.exc.TimeoutError``.
+    A shadow request's transactions are read-only (:mod:`clinic.core.request_context`)."""
+    engine = create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
@@ -55,6 +58,15 @@ def make_engine(url: str, *, pool_size: int = 10, pool_timeout: float = 30.0) ->
         pool_pre_ping=True,
         connect_args={"server_settings": {"application_name": "clinic", "timezone": "UTC"}},
     )
+    event.listen(engine.sync_engine, "begin", _read_only_for_shadow)
+    return engine
+
+
+def _read_only_for_shadow(conn: Connection) -> None:
+    """The database refuses any write of a mirrored request: it changes nothing, whatever
+    the code it runs tries."""
+    if request_context.current().shadow:
+        conn.exec_driver_sql("SET TRANSACTION READ ONLY")
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

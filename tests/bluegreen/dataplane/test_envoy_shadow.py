@@ -148,3 +148,28 @@ async def test_requests_are_counted_in_their_route_group_and_colour(
         # Their latencies too: the shadow's p95 is what is compared with blue's.
         assert sum(mirrored[("green", "api")].buckets) == 4
         assert mirrored[("green", "pages")].p95() is not None
+
+
+async def test_a_client_may_not_send_a_shadow_host(
+    envoy: Envoy, upstream: StartUpstream, http: aiohttp.ClientSession
+) -> None:
+    """The app skips the audit trail for a mirrored read, so a user must not be able to
+    pass for one: a client's Host ending in -shadow (any case) is refused before any colour
+    sees it, on every listener, while Envoy's own mirror still reaches green."""
+    b1, g1 = await upstream("b1", "blue"), await upstream("g1", "green")
+    t = table(b1, g1, live="blue", preview="green").with_shadow(Shadow("green", 1.0))
+    await envoy.apply(t)
+    urls = envoy.urls()
+    for listener in ("public", "preview"):
+        for host in ("clinic.example-shadow", "127.0.0.1-shadow:8080", "x-SHADOW"):
+            async with http.get(urls[listener] + "/echo", headers={"Host": host}) as r:
+                body = await r.text()
+                assert r.status == 400, (listener, host, body)
+                assert json.loads(body)["error"] == "bad_host"
+    assert b1.seen == [] and g1.seen == []
+    assert (await _echo(http, urls["public"]))["served_by"] == "b1"
+
+    async def mirrored() -> bool:
+        return len(g1.seen) == 1
+
+    await eventually(mirrored)
