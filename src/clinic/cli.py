@@ -123,8 +123,10 @@ def serve(
         create_app(settings),
         host=host,
         port=port,
+        # X-Forwarded-For/-Proto are believed only from these peers (the data plane); from
+        # anyone else they are ignored, so the login throttle and the audit see the real peer.
         proxy_headers=True,
-        forwarded_allow_ips="127.0.0.1",
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         log_level="info",
         timeout_graceful_shutdown=10,
         ws_max_size=settings.max_websocket_message_bytes,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from fastapi import APIRouter, Request, status
 
 from clinic.accounts import service
@@ -9,7 +11,9 @@ from clinic.accounts.deps import CurrentActor
 from clinic.accounts.models import ApiToken, User
 from clinic.accounts.schemas import (
     DoctorCreate,
+    LockPublic,
     LoginRequest,
+    PasswordChange,
     PatientCreate,
     PatientPublic,
     PatientUpdate,
@@ -19,8 +23,17 @@ from clinic.accounts.schemas import (
     TokenPublic,
     UserPublic,
 )
+from clinic.core.config import Settings
 from clinic.core.validation import Id
-from clinic.web.deps import Session, SettingsDep, client_address, csrf_token, log_in, log_out
+from clinic.web.deps import (
+    Session,
+    SettingsDep,
+    bearer_token,
+    client_address,
+    csrf_token,
+    log_in,
+    log_out,
+)
 from clinic.web.errors import ERROR_RESPONSES
 
 router = APIRouter(prefix="/api/v1", tags=["accounts"], responses=ERROR_RESPONSES)
@@ -32,14 +45,19 @@ def user_public(user: User) -> UserPublic:
     )
 
 
-def token_public(token: ApiToken) -> TokenPublic:
+def token_public(token: ApiToken, settings: Settings) -> TokenPublic:
     return TokenPublic(
         id=token.id,
         name=token.name,
         created_at=token.created_at,
         last_used_at=token.last_used_at,
+        expires_at=service.token_expires_at(token, settings),
         revoked_at=token.revoked_at,
     )
+
+
+def _lifetime(days: int | None) -> timedelta | None:
+    return timedelta(days=days) if days is not None else None
 
 
 @router.post("/patients", status_code=status.HTTP_201_CREATED)
@@ -72,13 +90,44 @@ async def login(
         address=client_address(request),
         settings=settings,
     )
-    log_in(request, user.id)
+    log_in(request, user.id, user.session_generation)
     return {"user": user_public(user), "csrf_token": csrf_token(request)}
 
 
 @router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT)
 async def logout(request: Request) -> None:
     log_out(request)
+
+
+@router.post("/auth/logout-everywhere", status_code=status.HTTP_204_NO_CONTENT)
+async def logout_everywhere(request: Request, actor: CurrentActor, session: Session) -> None:
+    """End every session of this user, on every device, this one included. API tokens are
+    not sessions: revoke them with ``DELETE /tokens/{id}``."""
+    await service.end_sessions(session=session, actor=actor)
+    log_out(request)
+
+
+@router.post("/auth/password")
+async def change_password(
+    data: PasswordChange,
+    request: Request,
+    actor: CurrentActor,
+    session: Session,
+    settings: SettingsDep,
+) -> dict[str, object]:
+    """Change the password; every other session ends. A cookie session goes on with a new
+    CSRF token, returned here."""
+    generation = await service.change_password(
+        session=session,
+        actor=actor,
+        current_password=data.current_password,
+        new_password=data.new_password,
+        settings=settings,
+    )
+    if actor is not None and bearer_token(request) is None:
+        log_in(request, actor.user_id, generation)
+        return {"csrf_token": csrf_token(request)}
+    return {}
 
 
 @router.post("/auth/token", status_code=status.HTTP_201_CREATED)
@@ -94,8 +143,14 @@ async def token_login(
         settings=settings,
     )
     actor = service.actor_of(user)
-    token, raw = await service.create_api_token(session=session, actor=actor, name=data.name)
-    return TokenCreated(**token_public(token).model_dump(), token=raw)
+    token, raw = await service.create_api_token(
+        session=session,
+        actor=actor,
+        name=data.name,
+        settings=settings,
+        lifetime=_lifetime(data.expires_in_days),
+    )
+    return TokenCreated(**token_public(token, settings).model_dump(), token=raw)
 
 
 @router.get("/me")
@@ -113,14 +168,26 @@ async def me(actor: CurrentActor, session: Session) -> UserPublic:
 
 
 @router.get("/tokens")
-async def list_tokens(actor: CurrentActor, session: Session) -> list[TokenPublic]:
-    return [token_public(t) for t in await service.list_api_tokens(session=session, actor=actor)]
+async def list_tokens(
+    actor: CurrentActor, session: Session, settings: SettingsDep
+) -> list[TokenPublic]:
+    tokens = await service.list_api_tokens(session=session, actor=actor)
+    return [token_public(t, settings) for t in tokens]
 
 
 @router.post("/tokens", status_code=status.HTTP_201_CREATED)
-async def create_token(data: TokenCreate, actor: CurrentActor, session: Session) -> TokenCreated:
-    token, raw = await service.create_api_token(session=session, actor=actor, name=data.name)
-    return TokenCreated(**token_public(token).model_dump(), token=raw)
+async def create_token(
+    data: TokenCreate, actor: CurrentActor, session: Session, settings: SettingsDep
+) -> TokenCreated:
+    """A bearer token that expires after ``expires_in_days`` (default 90, bounded)."""
+    token, raw = await service.create_api_token(
+        session=session,
+        actor=actor,
+        name=data.name,
+        settings=settings,
+        lifetime=_lifetime(data.expires_in_days),
+    )
+    return TokenCreated(**token_public(token, settings).model_dump(), token=raw)
 
 
 @router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
@@ -165,3 +232,19 @@ async def pending_doctors(actor: CurrentActor, session: Session) -> list[dict[st
 @router.post("/admin/doctors/{doctor_id}/approve", status_code=status.HTTP_204_NO_CONTENT)
 async def approve_doctor(doctor_id: Id, actor: CurrentActor, session: Session) -> None:
     await service.approve_doctor(session=session, actor=actor, doctor_id=doctor_id)
+
+
+@router.get("/admin/lockouts")
+async def lockouts(actor: CurrentActor, session: Session) -> list[LockPublic]:
+    """Accounts refused login somewhere right now (per account and address)."""
+    locks = await service.locked_accounts(session=session, actor=actor)
+    return [
+        LockPublic(user_id=k.user_id, email=k.email, address=k.address, locked_until=k.until)
+        for k in locks
+    ]
+
+
+@router.post("/admin/users/{user_id}/unlock", status_code=status.HTTP_204_NO_CONTENT)
+async def unlock_user(user_id: Id, actor: CurrentActor, session: Session) -> None:
+    """Lift a user's login lockout, from every address."""
+    await service.unlock_account(session=session, actor=actor, user_id=user_id)

@@ -22,25 +22,36 @@ from clinic.web.deps import (
     CSRF_HEADER,
     SAFE_METHODS,
     SESSION_CSRF,
+    SESSION_GENERATION,
     SESSION_USER,
     Session,
+    app_state,
     bearer_token,
 )
 from clinic.web.pages import LoginRequired, text
 
 
 async def connection_actor(connection: HTTPConnection, session: AsyncSession) -> Actor | None:
-    """The user a request or websocket acts for: a bearer token in ``Authorization``, else
-    the signed session cookie's user (a cookie naming a deleted user is cleared)."""
+    """The user a request or websocket acts for: a bearer token in ``Authorization`` (neither
+    revoked nor expired), else the signed session cookie's user. A cookie naming a deleted
+    user, or a session ended since (log out everywhere, password change), is cleared.
+
+    The one place a credential becomes an actor: open visit sockets re-ask it, so revoking
+    anything it accepts also closes them."""
     token = bearer_token(connection)
     if token is not None:
-        return await service.actor_for_token(session=session, token=token)
+        settings = app_state(connection).settings
+        return await service.actor_for_token(session=session, token=token, settings=settings)
     if "session" not in connection.scope:
         return None
     uid = connection.session.get(SESSION_USER)
     if not isinstance(uid, int):
         return None
-    actor = await service.load_actor(session=session, user_id=uid)
+    # Sessions begun before generations existed carry none: they belong to generation 0.
+    generation = connection.session.get(SESSION_GENERATION, 0)
+    if not isinstance(generation, int):
+        return None
+    actor = await service.load_actor(session=session, user_id=uid, generation=generation)
     if actor is None:
         connection.session.clear()
     return actor

@@ -44,6 +44,8 @@ class User(Base):
     time_zone: Mapped[str] = mapped_column(String(64))
     is_smoke: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     """The synthetic smoke-test accounts: hidden from search and reports."""
+    session_generation: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    """Signed into every session cookie; raising it ends every session started before."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=text("now()"))
 
 
@@ -91,6 +93,9 @@ class ApiToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=text("now()"))
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    """None only for tokens made before expiry existed: they expire ``api_token_ttl`` after
+    ``created_at``."""
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 

@@ -1,4 +1,5 @@
-"""HTML pages for accounts: home, registration, login/logout, doctor approval."""
+"""HTML pages for accounts: home, registration, login/logout, the security page, doctor
+approval."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from clinic.accounts import service
 from clinic.accounts.deps import CurrentActor, PageActor, page_actor_back_to
 from clinic.accounts.guards import Actor
 from clinic.accounts.models import Role
-from clinic.accounts.schemas import DoctorCreate, LoginRequest, PatientCreate
+from clinic.accounts.schemas import DoctorCreate, LoginRequest, PasswordChange, PatientCreate
 from clinic.core.errors import ClinicError, TooManyAttempts
 from clinic.core.validation import Id
 from clinic.web.deps import CsrfChecked, Session, SettingsDep, client_address, log_in, log_out
@@ -31,6 +32,8 @@ from clinic.web.pages import (
 router = APIRouter(include_in_schema=False)
 
 BackToDoctors = Annotated[Actor, page_actor_back_to("/admin/doctors")]
+BackToAccount = Annotated[Actor, page_actor_back_to("/account")]
+BackToLockouts = Annotated[Actor, page_actor_back_to("/admin/lockouts")]
 
 COMMON_ZONES = (
     "UTC",
@@ -225,7 +228,7 @@ async def login(request: Request, session: Session, settings: SettingsDep) -> Re
         if isinstance(exc, TooManyAttempts):
             response.headers["Retry-After"] = str(exc.retry_after)
         return response
-    log_in(request, user.id)
+    log_in(request, user.id, user.session_generation)
     return redirect(nxt or role_home(service.actor_of(user)))
 
 
@@ -234,6 +237,51 @@ async def logout(request: Request) -> Response:
     log_out(request)
     flash(request, "You are logged out.")
     return redirect("/")
+
+
+@router.get("/account")
+async def account(request: Request, actor: PageActor) -> Response:
+    """The user's security page: change the password, log out everywhere."""
+    return page(request, "accounts/account.html")
+
+
+@router.post("/account/password", dependencies=[CsrfChecked])
+async def change_password(
+    request: Request, actor: BackToAccount, session: Session, settings: SettingsDep
+) -> Response:
+    """Set a new password; every other session ends, this one goes on."""
+    form = await request.form()
+    try:
+        data = PasswordChange.model_validate(
+            {
+                "current_password": raw(form, "current_password"),
+                "new_password": raw(form, "new_password"),
+            }
+        )
+        generation = await service.change_password(
+            session=session,
+            actor=actor,
+            current_password=data.current_password,
+            new_password=data.new_password,
+            settings=settings,
+        )
+    except ValidationError as exc:
+        return page(request, "accounts/account.html", 422, errors=validation_errors(exc))
+    except ClinicError as exc:
+        errors = clinic_errors(exc, default="new_password")
+        return page(request, "accounts/account.html", exc.status, errors=errors)
+    log_in(request, actor.user_id, generation)
+    flash(request, "Your password is changed. Every other session is logged out.")
+    return redirect("/account")
+
+
+@router.post("/logout/everywhere", dependencies=[CsrfChecked])
+async def logout_everywhere(request: Request, actor: BackToAccount, session: Session) -> Response:
+    """End every session of this user, this one included."""
+    await service.end_sessions(session=session, actor=actor)
+    log_out(request)
+    flash(request, "You are logged out on every device.")
+    return redirect("/login")
 
 
 @router.get("/admin/doctors")
@@ -250,3 +298,19 @@ async def approve_doctor(
     await service.approve_doctor(session=session, actor=actor, doctor_id=doctor_id)
     flash(request, "The doctor is approved and can now be booked.")
     return redirect("/admin/doctors")
+
+
+@router.get("/admin/lockouts")
+async def lockouts(request: Request, actor: PageActor, session: Session) -> Response:
+    """Accounts locked out of login right now, each with an unlock button (admins only)."""
+    locks = await service.locked_accounts(session=session, actor=actor)
+    return page(request, "accounts/lockouts.html", locks=locks)
+
+
+@router.post("/admin/users/{user_id}/unlock", dependencies=[CsrfChecked])
+async def unlock_user(
+    user_id: Id, request: Request, actor: BackToLockouts, session: Session
+) -> Response:
+    await service.unlock_account(session=session, actor=actor, user_id=user_id)
+    flash(request, "The account is unlocked; its owner can log in again.")
+    return redirect("/admin/lockouts")

@@ -59,12 +59,24 @@ class LoginRequest(_Strict):
     password: Password
 
 
+TokenDays = Annotated[int, Field(strict=True, ge=1, le=3650)]
+"""A token's lifetime in days; the service bounds it by ``api_token_max_ttl``."""
+
+
 class TokenCreate(_Strict):
     name: Text = Field(default="api", min_length=1, max_length=100)
+    expires_in_days: TokenDays | None = None
+    """Unset: ``CLINIC_API_TOKEN_TTL`` (90 days)."""
 
 
 class TokenLogin(LoginRequest):
     name: Text = Field(default="api", min_length=1, max_length=100)
+    expires_in_days: TokenDays | None = None
+
+
+class PasswordChange(_Strict):
+    current_password: Password
+    new_password: Password
 
 
 class TokenPublic(BaseModel):
@@ -72,6 +84,7 @@ class TokenPublic(BaseModel):
     name: str
     created_at: datetime
     last_used_at: datetime | None
+    expires_at: datetime
     revoked_at: datetime | None
 
 
@@ -105,3 +118,11 @@ class DoctorPublic(BaseModel):
     time_zone: str
     approved: bool
     next_free_slot: datetime | None = None
+
+
+class LockPublic(BaseModel):
+    user_id: int | None
+    """None: no account has this email (someone guessed at it)."""
+    email: str
+    address: str
+    locked_until: datetime

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import delete, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from clinic.accounts import guards
+from clinic.accounts import guards, lockout
 from clinic.accounts.guards import Actor
-from clinic.accounts.models import ApiToken, Doctor, LoginThrottle, Patient, Role, User
+from clinic.accounts.models import ApiToken, Doctor, Patient, Role, User
 from clinic.accounts.schemas import DoctorCreate, PatientCreate, PatientUpdate
 from clinic.core import audit, request_context
 from clinic.core.config import Settings
@@ -24,7 +22,6 @@ from clinic.core.errors import (
     InvalidCredentials,
     InvalidInput,
     NotFound,
-    TooManyAttempts,
 )
 from clinic.core.security import (
     hash_password,
@@ -51,10 +48,10 @@ def actor_of(user: User, doctor: Doctor | None = None) -> Actor:
     )
 
 
-def _check_password(settings: Settings, password: str, email: str) -> None:
+def _check_password(settings: Settings, password: str, email: str, field: str = "password") -> None:
     problem = password_problem(password, min_length=settings.password_min_length, email=email)
     if problem:
-        raise InvalidInput(problem, field="password")
+        raise InvalidInput(problem, field=field)
 
 
 async def _new_user(
@@ -157,80 +154,54 @@ async def create_admin(
         )
 
 
-@dataclass(frozen=True, slots=True)
-class _Throttle:
-    failures: int
-    locked_until: datetime | None
-
-
-async def _throttle_state(session: AsyncSession, keys: list[str]) -> list[_Throttle]:
-    rows = await session.execute(select(LoginThrottle).where(LoginThrottle.key.in_(keys)))
-    return [_Throttle(r.failures, r.locked_until) for r in rows.scalars()]
-
-
 async def authenticate(
     *, session: AsyncSession, email: str, password: str, address: str, settings: Settings
 ) -> User:
-    """Check credentials. Failures per account and per address are counted in the database
-    (so every instance sees them): after a few the answer is slowed down, after
-    ``login_max_failures`` the account or address is refused for ``login_lockout``."""
+    """Check credentials, throttled per account and address and per address
+    (``clinic.accounts.lockout``): refused with 429 while locked, slowed down before."""
     email = normalise_email(email)
-    keys = [f"account:{email}", f"address:{address}"]
     now = utcnow()
     async with session.begin():
-        states = await _throttle_state(session, keys)
-    locked = [s.locked_until for s in states if s.locked_until and s.locked_until > now]
-    if locked:
-        wait = int((max(locked) - now).total_seconds()) + 1
-        minutes = max(1, round(wait / 60))
-        raise TooManyAttempts(
-            f"Too many failed logins. Try again in about {minutes} minute(s).", retry_after=wait
-        )
-    worst = max((s.failures for s in states), default=0)
-    if worst >= settings.login_slowdown_after:
-        extra = worst - settings.login_slowdown_after
-        await asyncio.sleep(min(settings.login_slowdown_seconds * (2**extra), 8.0))
+        is_smoke = await session.scalar(select(User.is_smoke).where(User.email == email))
+    keys = lockout.keys_for(email, address, is_smoke=bool(is_smoke))
+    await lockout.check(session, keys, now, settings)
 
     async with session.begin():
         user = await session.scalar(select(User).where(User.email == email))
         known = user.password_hash if user else None
         ok = await asyncio.to_thread(verify_password, known, password)
         if ok and user is not None:
-            await session.execute(delete(LoginThrottle).where(LoginThrottle.key == keys[0]))
+            await lockout.succeeded(session, keys)
             return user
-        for key in keys:
-            await _record_failure(session, key, now, settings)
+        await lockout.record_failure(session, keys, now, settings)
     raise InvalidCredentials("Email or password is wrong.")
 
 
-async def _record_failure(
-    session: AsyncSession, key: str, now: datetime, settings: Settings
-) -> None:
-    # Lock the counter row so concurrent failures on several instances all count.
-    await session.execute(
-        insert(LoginThrottle)
-        .values(key=key, failures=0, first_failure_at=now)
-        .on_conflict_do_nothing(index_elements=[LoginThrottle.key])
-    )
-    row = await session.scalar(
-        select(LoginThrottle).where(LoginThrottle.key == key).with_for_update()
-    )
-    assert row is not None
-    if row.first_failure_at < now - settings.login_lockout:
-        row.failures, row.first_failure_at = 0, now  # old failures no longer count
-    row.failures += 1
-    if row.failures >= settings.login_max_failures:
-        row.locked_until = now + settings.login_lockout
-        row.failures, row.first_failure_at = 0, now
+async def locked_accounts(*, session: AsyncSession, actor: Actor | None) -> list[lockout.Lock]:
+    guards.require_admin(actor)
+    async with session.begin():
+        return await lockout.locked_accounts(session, utcnow())
 
 
-async def load_actor(*, session: AsyncSession, user_id: int) -> Actor | None:
+async def unlock_account(*, session: AsyncSession, actor: Actor | None, user_id: int) -> None:
+    """An admin lifts the login lockout of a user, from every address."""
+    guards.require_admin(actor)
+    async with session.begin():
+        user = await session.get(User, user_id)
+        if user is None:
+            raise NotFound("No such user.")
+        await lockout.unlock(session, user.email)
+
+
+async def load_actor(*, session: AsyncSession, user_id: int, generation: int = 0) -> Actor | None:
+    """The user of a session cookie; None when the user is gone or the session belongs to an
+    older ``session_generation`` (ended by "log out everywhere" or a password change)."""
     async with session.begin():
         row = (
             await session.execute(
                 select(User, Doctor)
                 .outerjoin(Doctor, Doctor.user_id == User.id)
-                .where(User.id == user_id)
+                .where(User.id == user_id, User.session_generation == generation)
             )
         ).first()
     if row is None:
@@ -238,8 +209,10 @@ async def load_actor(*, session: AsyncSession, user_id: int) -> Actor | None:
     return actor_of(row[0], row[1])
 
 
-async def actor_for_token(*, session: AsyncSession, token: str) -> Actor | None:
+async def actor_for_token(*, session: AsyncSession, token: str, settings: Settings) -> Actor | None:
+    """The user of a bearer token that is neither revoked nor expired."""
     digest = token_digest(token)
+    now = utcnow()
     async with session.begin():
         row = (
             await session.execute(
@@ -249,20 +222,88 @@ async def actor_for_token(*, session: AsyncSession, token: str) -> Actor | None:
                 .where(ApiToken.token_hash == digest, ApiToken.revoked_at.is_(None))
             )
         ).first()
-        if row is None:
+        if row is None or token_expires_at(row[2], settings) <= now:
             return None
         if not request_context.current().shadow:  # a mirrored read is not a use
-            row[2].last_used_at = utcnow()
+            row[2].last_used_at = now
     return actor_of(row[0], row[1])
 
 
-async def create_api_token(
-    *, session: AsyncSession, actor: Actor | None, name: str
-) -> tuple[ApiToken, str]:
+def token_expires_at(token: ApiToken, settings: Settings) -> datetime:
+    """When ``token`` stops working (one made before expiry existed: its default lifetime)."""
+    return token.expires_at or token.created_at + settings.api_token_ttl
+
+
+async def end_sessions(*, session: AsyncSession, actor: Actor | None) -> int:
+    """Log the user out everywhere: every session cookie issued so far stops working.
+    Returns the new generation (a session started with it is valid)."""
     actor = guards.authenticated(actor)
+    async with session.begin():
+        generation = await _next_generation(session, actor.user_id)
+    return generation
+
+
+async def _next_generation(session: AsyncSession, user_id: int) -> int:
+    generation = await session.scalar(
+        update(User)
+        .where(User.id == user_id)
+        .values(session_generation=User.session_generation + 1)
+        .returning(User.session_generation)
+    )
+    if generation is None:
+        raise NotFound("No such user.")
+    return int(generation)
+
+
+async def change_password(
+    *,
+    session: AsyncSession,
+    actor: Actor | None,
+    current_password: str,
+    new_password: str,
+    settings: Settings,
+) -> int:
+    """Set a new password after checking the current one; every session but the caller's
+    (which the caller restarts with the returned generation) ends."""
+    actor = guards.authenticated(actor)
+    _check_password(settings, new_password, actor.email, "new_password")
+    new_hash = await asyncio.to_thread(hash_password, new_password)
+    async with session.begin():
+        user = await session.get(User, actor.user_id, with_for_update=True)
+        if user is None:
+            raise NotFound("No such user.")
+        ok = await asyncio.to_thread(verify_password, user.password_hash, current_password)
+        if not ok:
+            raise InvalidInput("The current password is wrong.", field="current_password")
+        user.password_hash = new_hash
+        return await _next_generation(session, user.id)
+
+
+async def create_api_token(
+    *,
+    session: AsyncSession,
+    actor: Actor | None,
+    name: str,
+    settings: Settings,
+    lifetime: timedelta | None = None,
+) -> tuple[ApiToken, str]:
+    """A new bearer token, shown once; it expires after ``lifetime`` (default
+    ``api_token_ttl``, at most ``api_token_max_ttl``)."""
+    actor = guards.authenticated(actor)
+    lifetime = lifetime or settings.api_token_ttl
+    if lifetime > settings.api_token_max_ttl:
+        raise InvalidInput(
+            f"A token may live at most {settings.api_token_max_ttl.days} days.",
+            field="expires_in_days",
+        )
     raw = "clk_" + new_token()
     async with session.begin():
-        token = ApiToken(user_id=actor.user_id, name=name, token_hash=token_digest(raw))
+        token = ApiToken(
+            user_id=actor.user_id,
+            name=name,
+            token_hash=token_digest(raw),
+            expires_at=utcnow() + lifetime,
+        )
         session.add(token)
         await session.flush()
         await session.refresh(token)

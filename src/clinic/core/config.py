@@ -121,6 +121,20 @@ class Settings(BaseSettings):
     Never the application's port, which the public listener reaches (clinic/metrics.py)."""
     metrics_host: str = "127.0.0.1"
 
+    # accounts
+    login_address_max_failures: int = Field(default=100, ge=1)
+    """Failed logins from one address, over all accounts, before the address is refused for
+    ``login_lockout`` (``login_max_failures`` counts one account from one address)."""
+    api_token_ttl: timedelta = Field(default=timedelta(days=90), gt=timedelta(0))
+    """How long a new API token lives unless its creator asks for less (or more, up to
+    ``api_token_max_ttl``)."""
+    api_token_max_ttl: timedelta = Field(default=timedelta(days=365), gt=timedelta(0))
+    forwarded_allow_ips: str = "127.0.0.1"
+    """Peers whose X-Forwarded-For/-Proto are believed (comma-separated addresses or
+    networks; bluegreen's Envoy runs on loopback). Anyone else's are ignored."""
+    visit_recheck_interval: timedelta = Field(default=timedelta(seconds=15), gt=timedelta(0))
+    """How often an open visit socket re-checks its session or token and its appointment."""
+
     def secret_file(self, name: str) -> Path:
         return self.var_dir / "secrets" / name
 

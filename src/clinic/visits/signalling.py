@@ -5,6 +5,10 @@ token in the handshake's ``Authorization`` header (other clients), and the join 
 ``GET /api/v1/visits/{id}/join``, bound to that user and this visit. A refused socket is
 accepted only to be closed at once with a 44xx code (see ``protocol.CloseCode``): it is never
 subscribed, so nothing it sends reaches the visit and nothing of the visit reaches it.
+
+An admitted socket is re-checked on every message it sends and every
+``CLINIC_VISIT_RECHECK_INTERVAL``: once its session or token is revoked it is closed with
+4401, once its appointment is cancelled with 4410.
 """
 
 from __future__ import annotations
@@ -16,10 +20,12 @@ import logging
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from sqlalchemy import select
 from starlette.websockets import WebSocketState
 
 from clinic.accounts.deps import connection_actor
 from clinic.accounts.guards import VisitRole
+from clinic.appointments.models import Appointment, Status
 from clinic.core.errors import (
     ClinicError,
     Forbidden,
@@ -167,8 +173,9 @@ class Participant:
             )
             reader = asyncio.create_task(self._read())
             writer = asyncio.create_task(self._write())
+            watcher = asyncio.create_task(self._watch())
             done, pending = await asyncio.wait(
-                {reader, writer}, return_when=asyncio.FIRST_COMPLETED
+                {reader, writer, watcher}, return_when=asyncio.FIRST_COMPLETED
             )
             for task in pending:
                 task.cancel()
@@ -222,6 +229,8 @@ class Participant:
                 left = exc.code == 1000
                 self._outcome = ("left" if left else "disconnected", exc.code)
                 return
+            if await self._revoked():
+                return
             try:
                 message = parse_client(text)
             except BadClientMessage as exc:
@@ -236,6 +245,35 @@ class Participant:
                 return
             else:
                 await self._command(message.type)
+
+    async def _watch(self) -> None:
+        """Re-check the socket's right to the visit now and then, so revoking it also ends a
+        socket that sends nothing."""
+        interval = self.app.settings.visit_recheck_interval.total_seconds()
+        while True:
+            await asyncio.sleep(interval)
+            if await self._revoked():
+                return
+
+    async def _revoked(self) -> bool:
+        """True (and the outcome set) once the session or token that opened the socket no
+        longer stands (logged out everywhere, password changed, token revoked or expired) or
+        the appointment was cancelled."""
+        async with self.app.sessions() as session:
+            # The handshake's cookie or bearer token, asked again of the one loader.
+            actor = await connection_actor(self.websocket, session)
+            async with session.begin():
+                status = await session.scalar(
+                    select(Appointment.status).where(Appointment.id == self.appointment_id)
+                )
+        if actor is None or actor.user_id != self.user_id:
+            self._outcome = ("revoked", int(CloseCode.UNAUTHENTICATED))
+        elif status is None or status == Status.CANCELLED.value:
+            self._outcome = ("revoked", int(CloseCode.GONE))
+        else:
+            return False
+        log.info("visits: closing a socket of visit %s: no longer allowed", self.visit_id)
+        return True
 
     async def _signal(self, data: dict[str, Any]) -> None:
         if self.visit_state.ended or not self.visit_state.admitted:

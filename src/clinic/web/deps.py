@@ -18,6 +18,9 @@ from clinic.core.security import new_token, same
 
 SESSION_USER = "uid"
 SESSION_CSRF = "csrf"
+SESSION_GENERATION = "gen"
+"""The user's ``session_generation`` when the session began: a newer one in the database
+(log out everywhere, password change) ends it."""
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -85,10 +88,12 @@ async def check_csrf_form(request: Request) -> None:
 CsrfChecked = Depends(check_csrf_form)
 
 
-def log_in(request: Request, actor_id: int) -> None:
-    """Start a fresh session for the user (a new CSRF token too: no session fixation)."""
+def log_in(request: Request, actor_id: int, generation: int) -> None:
+    """Start a fresh session for the user (a new CSRF token too: no session fixation), valid
+    while their ``session_generation`` is ``generation``."""
     request.session.clear()
     request.session[SESSION_USER] = actor_id
+    request.session[SESSION_GENERATION] = generation
     request.session[SESSION_CSRF] = new_token()
 
 
