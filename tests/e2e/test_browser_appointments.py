@@ -62,3 +62,44 @@ async def test_reschedule_by_mouse_click(app, sessions, settings) -> None:
         moved = await session.get(Appointment, appt)
         assert moved is not None
         assert moved.starts_at == datetime.fromisoformat(wanted).astimezone(UTC)
+
+
+async def test_cancel_with_confirmation(app, sessions, settings) -> None:
+    """Without JavaScript too: the link leads to a confirmation page; "No, keep it" changes
+    nothing; "Yes" cancels, and the list shows it under Cancelled."""
+    doctor = await make_doctor(sessions, settings)
+    patient = await make_patient(sessions, settings)
+    appt = await make_appointment(
+        sessions, doctor=doctor, patient=patient, starts_in=timedelta(days=3)
+    )
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            context = await browser.new_context(java_script_enabled=False)
+            page = await context.new_page()
+            await log_in(page, app.base_url, patient.email)
+            await page.goto(f"{app.base_url}/appointments/{appt}")
+            await page.click("#cancel-link")
+            await page.wait_for_url(f"{app.base_url}/appointments/{appt}/cancel")
+            await page.click("text=No, keep it")
+            await page.wait_for_url(f"{app.base_url}/appointments/{appt}")
+            async with sessions() as session:
+                kept = await session.get(Appointment, appt)
+                assert kept is not None and kept.status == "booked"
+
+            await page.click("#cancel-link")
+            await page.fill("textarea[name=reason]", "Feeling better")
+            await page.click("text=Yes, cancel the appointment")
+            await page.wait_for_selector(".flash")
+            assert "The appointment is cancelled." in (await page.text_content(".flash") or "")
+            await page.goto(f"{app.base_url}/appointments")
+            cancelled = page.locator("h2:text('Cancelled') + table")
+            assert await cancelled.locator(f"a[href='/appointments/{appt}']").count() > 0
+        finally:
+            await browser.close()
+    async with sessions() as session:
+        gone = await session.get(Appointment, appt)
+        assert gone is not None and gone.status == "cancelled"
+        assert gone.cancel_reason == "Feeling better"
