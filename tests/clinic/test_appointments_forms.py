@@ -78,3 +78,17 @@ async def test_reschedule_without_a_time_says_so_above_the_free_times(
     error = r.text.index('id="starts_at-error"')
     box = r.text.index('class="field slots-box')
     assert error < box
+
+
+async def test_a_refused_address_explains_itself_in_words_on_the_html_page(
+    http, sessions, settings
+) -> None:
+    patient = await make_patient(sessions, settings)
+    await log_in(http, patient.email)
+    page = await http.get("/appointments/abc", headers={"accept": "text/html"})
+    assert page.status_code == 422
+    assert "Appointment id: Must be an integer" in page.text
+    assert "Value error" not in page.text and "appointment_id" not in page.text
+    api = await http.get("/api/v1/appointments/abc")
+    assert api.status_code == 422
+    assert api.json()["error"]["fields"][0]["field"] == "appointment_id"  # the API is unchanged

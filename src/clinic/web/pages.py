@@ -97,6 +97,7 @@ _PLAIN: dict[str, str] = {
     "literal_error": "Choose one of the options.",
     "enum": "Choose one of the options.",
     "url_parsing": "Enter a web address, like https://example.org.",
+    "string_pattern_mismatch": "Please check this value.",
 }
 
 
