@@ -65,7 +65,15 @@ async def test_screenshots_of_the_main_pages(app, sessions, settings) -> None:
     week = (datetime.now(UTC) + timedelta(days=2)).date().isoformat()
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     shots: dict[str, list[tuple[str, str]]] = {
-        "": [("home", "/"), ("login", "/login"), ("register", "/register")],
+        "": [
+            ("home", "/"),
+            ("login", "/login"),
+            ("register", "/register"),
+            (
+                "register-errors",
+                "",
+            ),  # the same form sent empty: errors at its top and by each field
+        ],
         patient.email: [
             ("doctor-search", "/doctors"),
             ("doctor-slots", f"/doctors/{doctor.user_id}"),
@@ -91,7 +99,14 @@ async def test_screenshots_of_the_main_pages(app, sessions, settings) -> None:
                         response = await page.goto(app.base_url + path)
                         assert response is not None and response.status == 200, (name, path)
                     target = SCREENSHOTS / f"{name}.png"
-                    if name == "reschedule":
+                    if name == "register-errors":
+                        await page.eval_on_selector_all(
+                            "[required]", "els => els.forEach(e => e.removeAttribute('required'))"
+                        )
+                        await page.click("form[action='/register'] button[type=submit]")
+                        await page.wait_for_selector(".error-summary")
+                        await page.screenshot(path=str(target), full_page=True)
+                    elif name == "reschedule":
                         form = page.locator("form[action$='/reschedule']")
                         await form.locator(".choices label").nth(2).click()
                         await form.screenshot(path=str(target))
