@@ -21,7 +21,7 @@ from clinic.metrics import MetricsMiddleware
 from clinic.scheduling import booked
 from clinic.visits import service as visits
 from clinic.visits.runtime import VisitsState
-from clinic.web import errors
+from clinic.web import errors, identity
 from clinic.web.limits import BodySizeLimit
 from clinic.web.sessions import SchemeAwareSessions
 from clinic.web.throttle import ThrottleRegistrations, registration_throttle
@@ -75,6 +75,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(ThrottleRegistrations, throttle=registration_throttle(settings))
     app.include_router(health.router)
+    app.include_router(identity.router)  # /api/v1/clinic and /favicon.ico
     for kind in ("api", "pages"):
         for module in feature_modules(kind):
             app.include_router(module.router)

@@ -81,3 +81,29 @@ async def test_migration_0002_downgrades_and_upgrades_cleanly(db_url: str) -> No
         assert await leftovers() > 0
     finally:
         await engine.dispose()
+
+
+def test_emails_are_signed_with_the_configured_clinic(settings) -> None:
+    from clinic.appointments.notices import AppointmentFacts, Party, facts_args
+    from clinic.notify.tasks import compose
+
+    facts = AppointmentFacts(
+        id=7,
+        sequence=2,
+        starts_at=datetime(2026, 3, 3, 8, 30, tzinfo=UTC),
+        ends_at=datetime(2026, 3, 3, 9, 0, tzinfo=UTC),
+        doctor=Party("Dr. Anna Weber", "anna@example.org", "Europe/Berlin"),
+        patient=Party("Maria Rossi", "maria@example.org", "Europe/Rome"),
+    )
+    configured = settings.model_copy(
+        update={"clinic_name": "Lakeside Clinic", "clinic_phone": "+1 555 0100"}
+    )
+    args = {"facts": facts_args(facts), "stamp": "2026-03-01T00:00:00+00:00"}
+    booked = compose(
+        {**args, "kind": "appointment", "change": "booked", "role": "patient"}, configured
+    )
+    reminder = compose({**args, "kind": "reminder", "rule": "24h"}, configured)
+    for email in (booked, reminder):
+        assert "Lakeside Clinic" in email.body and "Phone: +1 555 0100" in email.body
+        assert configured.clinic_emergency_notice in email.body
+        assert "Time: 09:30–10:00 (Europe/Rome, UTC+01:00)" in email.body

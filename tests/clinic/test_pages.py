@@ -425,7 +425,7 @@ async def test_cancel_and_reschedule_from_the_detail_page(http, sessions, settin
     assert "The appointment is moved." in page.text and "rescheduled" in page.text
     r = await http.post(
         f"/appointments/{appointment_id}/cancel",
-        data={"csrf_token": csrf_of(page.text), "reason": "Feeling better"},
+        data={"csrf_token": csrf_of(page.text), "reason": "Feeling better", "confirm": "yes"},
     )
     assert r.status_code == 303
     page = await http.get(f"/appointments/{appointment_id}")
@@ -450,7 +450,8 @@ async def test_patient_cancel_cut_off_is_shown_on_the_page(http, sessions, setti
     await log_in(http, patient.email)
     page = await http.get(f"/appointments/{appointment.id}")
     r = await http.post(
-        f"/appointments/{appointment.id}/cancel", data={"csrf_token": csrf_of(page.text)}
+        f"/appointments/{appointment.id}/cancel",
+        data={"csrf_token": csrf_of(page.text), "confirm": "yes"},
     )
     assert r.status_code == 422
     assert 'id="cancel-error"' in r.text and "hours before they start" in r.text

@@ -175,12 +175,18 @@ async def book(request: Request, actor: BackToBooking, session: Session) -> Resp
 
 @router.get("/appointments")
 async def appointments(request: Request, actor: PageActor, session: Session) -> Response:
-    """A patient's upcoming and past appointments; a doctor's or admin's list."""
+    """Upcoming appointments (booked, not yet over), past ones (newest first) and cancelled
+    ones, as three lists."""
     views = await service.list_appointments(session=session, actor=actor)
     now = utcnow()
-    upcoming = [v for v in views if v.appointment.ends_at > now]
-    past = [v for v in reversed(views) if v.appointment.ends_at <= now]
-    return page(request, "appointments/list.html", upcoming=upcoming, past=past)
+    cancelled = [v for v in reversed(views) if v.appointment.status == "cancelled"]
+    upcoming = [
+        v for v in views if v.appointment.status == "booked" and v.appointment.ends_at > now
+    ]
+    past = [v for v in reversed(views) if v.appointment.status != "cancelled" and v not in upcoming]
+    return page(
+        request, "appointments/list.html", upcoming=upcoming, past=past, cancelled=cancelled
+    )
 
 
 def _moved_to(details: dict[str, Any]) -> datetime | None:
@@ -217,8 +223,10 @@ async def _detail_page(
         else None
     )
     choices: dict[date, list[datetime]] = {}
-    if view.appointment.status == "booked":
-        now = utcnow()
+    now = utcnow()
+    settings = app_state(request).settings
+    too_late = service.too_late_for_patient(view.appointment, actor, settings, now)
+    if view.appointment.status == "booked" and not too_late:
         try:
             _, free = await scheduling.doctor_slots(
                 session=session,
@@ -244,6 +252,9 @@ async def _detail_page(
         values=values or {},
         errors=errors or {},
         visit=visit,
+        too_late=too_late,
+        cutoff_hours=settings.patient_cancel_cutoff.total_seconds() / 3600,
+        may_download=actor.user_id in (view.appointment.patient_id, view.appointment.doctor_id),
     )
 
 
@@ -255,6 +266,44 @@ async def appointment(
     return await _detail_page(request, session, actor, appointment_id)
 
 
+async def _cancel_page(
+    request: Request,
+    session: Session,
+    actor: Actor,
+    appointment_id: int,
+    *,
+    reason: str = "",
+    status_code: int = 200,
+    errors: dict[str, str] | None = None,
+) -> Response:
+    """The confirmation step: what is being cancelled, an optional reason, yes or no."""
+    view, _ = await service.get_appointment(
+        session=session, actor=actor, appointment_id=appointment_id
+    )
+    settings = app_state(request).settings
+    if view.appointment.status != "booked" or service.too_late_for_patient(
+        view.appointment, actor, settings, utcnow()
+    ):
+        return redirect(f"/appointments/{appointment_id}")  # that page says why not
+    return page(
+        request,
+        "appointments/cancel.html",
+        status_code,
+        view=view,
+        a=view.appointment,
+        values={"reason": reason},
+        errors=errors or {},
+    )
+
+
+@router.get("/appointments/{appointment_id}/cancel")
+async def cancel_form(
+    appointment_id: Id, request: Request, actor: PageActor, session: Session
+) -> Response:
+    """Asks before cancelling (works without JavaScript)."""
+    return await _cancel_page(request, session, actor, appointment_id)
+
+
 @router.post("/appointments/{appointment_id}/cancel", dependencies=[CsrfChecked])
 async def cancel(
     appointment_id: Id,
@@ -263,8 +312,11 @@ async def cancel(
     session: Session,
     settings: SettingsDep,
 ) -> Response:
+    """Cancels once confirmed; a post without ``confirm=yes`` shows the confirmation step."""
     form = await request.form()
     reason = text(form, "reason")
+    if text(form, "confirm") != "yes":
+        return await _cancel_page(request, session, actor, appointment_id, reason=reason)
     try:
         await service.cancel_appointment(
             session=session,
@@ -274,15 +326,23 @@ async def cancel(
             settings=settings,
         )
     except ClinicError as exc:
-        key = "reason" if exc.field == "reason" else "cancel"
+        if exc.field == "reason":
+            return await _cancel_page(
+                request,
+                session,
+                actor,
+                appointment_id,
+                reason=reason,
+                status_code=exc.status,
+                errors={"reason": exc.message},
+            )
         return await _detail_page(
             request,
             session,
             actor,
             appointment_id,
             status_code=exc.status,
-            errors={key: exc.message},
-            values={"reason": reason},
+            errors={"cancel": exc.message},
         )
     flash(request, "The appointment is cancelled.")
     return redirect(f"/appointments/{appointment_id}")

@@ -279,6 +279,16 @@ async def _load_for_update(
     return who, appointment
 
 
+def too_late_for_patient(
+    appointment: Appointment, actor: Actor, settings: Settings, now: datetime
+) -> bool:
+    """Whether a patient may no longer cancel or move ``appointment`` online: it starts within
+    the cut-off (doctors and admins may, any time)."""
+    return (
+        actor.role is Role.PATIENT and appointment.starts_at - now < settings.patient_cancel_cutoff
+    )
+
+
 def _ensure_booked(appt: Appointment) -> None:
     if appt.status != Status.BOOKED.value:
         raise InvalidState(f"This appointment is {appt.status.replace('_', ' ')}.")
@@ -321,14 +331,13 @@ async def cancel_appointment(
     async def cancel() -> AppointmentView:
         who, appt = await _load_for_update(session, actor, appointment_id)
         _ensure_booked(appt)
-        if who.role is Role.PATIENT:
-            if appt.starts_at - at < settings.patient_cancel_cutoff:
-                hours = settings.patient_cancel_cutoff.total_seconds() / 3600
-                raise TooLate(
-                    f"Appointments can be cancelled online up to {hours:g} hours before they "
-                    "start. Please contact the clinic."
-                )
-        elif not reason:
+        if too_late_for_patient(appt, who, settings, at):
+            hours = settings.patient_cancel_cutoff.total_seconds() / 3600
+            raise TooLate(
+                f"Appointments can be cancelled online up to {hours:g} hours before they "
+                "start. Please contact the clinic."
+            )
+        if who.role is not Role.PATIENT and not reason:
             raise InvalidInput("Give a reason for the patient.", field="reason")
         appt.status = Status.CANCELLED.value
         appt.cancel_reason = reason
@@ -365,7 +374,7 @@ async def reschedule_appointment(
     async def reschedule() -> AppointmentView:
         who, appt = await _load_for_update(session, actor, appointment_id)
         _ensure_booked(appt)
-        if who.role is Role.PATIENT and appt.starts_at - at < settings.patient_cancel_cutoff:
+        if too_late_for_patient(appt, who, settings, at):
             raise TooLate("It is too late to move this appointment online. Contact the clinic.")
         calendar = await scheduling.doctor_calendar(
             session=session, doctor_id=appt.doctor_id, starts_at=starts_at

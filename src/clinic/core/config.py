@@ -162,3 +162,27 @@ class Settings(BaseSettings):
         var_dir = private_dir(Path(data.get("var_dir") or cls.model_fields["var_dir"].default))
         key = generated_secret(var_dir / "secrets" / SECRET_KEY_FILE, length=32)
         return {**data, "secret_key": key}
+
+    # clinic identity
+    # Shown in every page's footer, on error pages, in emails and at GET /api/v1/clinic. Public
+    # facts, not secrets: the demo defaults are fictitious (555 numbers, an .example address).
+    clinic_name: str = Field(
+        default="Riverside Clinic", min_length=1, validation_alias=AliasChoices("clinic_name")
+    )
+    """``CLINIC_NAME``."""
+    clinic_address: str = Field(
+        default="12 Example Street, 10115 Berlin",
+        validation_alias=AliasChoices("clinic_address"),
+    )
+    """``CLINIC_ADDRESS``."""
+    clinic_phone: str = Field(
+        default="+49 30 5550 1234", validation_alias=AliasChoices("clinic_phone")
+    )
+    """``CLINIC_PHONE``: where patients call, e.g. to cancel inside the cut-off."""
+    clinic_emergency_notice: str = Field(
+        default=(
+            "In an emergency, call 112 (Europe) or 911 (US). This service is not for emergencies."
+        ),
+        validation_alias=AliasChoices("clinic_emergency_notice"),
+    )
+    """``CLINIC_EMERGENCY_NOTICE``."""

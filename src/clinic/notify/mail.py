@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 from icalendar import Calendar, Event, vCalAddress, vText
 
 from clinic.appointments.notices import AppointmentFacts, Change, Recipient
+from clinic.web.identity import ClinicPublic
 
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 MONTHS = (
@@ -73,6 +74,31 @@ def local_time(value: datetime, zone: str) -> str:
         f"{WEEKDAYS[local.weekday()]} {local.day} {MONTHS[local.month - 1]} {local.year}, "
         f"{local:%H:%M} ({zone}, UTC{sign}{minutes // 60:02d}:{minutes % 60:02d})"
     )
+
+
+def local_date(value: datetime, zone: str) -> str:
+    """``Tuesday 3 March 2026`` in ``zone``."""
+    local = value.astimezone(ZoneInfo(zone))
+    return f"{WEEKDAYS[local.weekday()]} {local.day} {MONTHS[local.month - 1]} {local.year}"
+
+
+def local_hours(starts_at: datetime, ends_at: datetime, zone: str) -> str:
+    """``09:30–10:00 (Europe/Berlin, UTC+01:00)``: the time of day in ``zone``, named."""
+    start = starts_at.astimezone(ZoneInfo(zone))
+    offset = start.utcoffset() or timedelta(0)
+    sign = "-" if offset < timedelta(0) else "+"
+    minutes = abs(int(offset.total_seconds())) // 60
+    return (
+        f"{start:%H:%M}–{ends_at.astimezone(ZoneInfo(zone)):%H:%M} "
+        f"({zone}, UTC{sign}{minutes // 60:02d}:{minutes % 60:02d})"
+    )
+
+
+def signature(clinic: ClinicPublic | None) -> list[str]:
+    """The closing lines: who writes, how to reach them, and what to do in an emergency."""
+    if clinic is None:
+        return ["Clinic"]
+    return [clinic.name, clinic.address, f"Phone: {clinic.phone}", "", clinic.emergency_notice]
 
 
 def mail_domain(mail_from: str) -> str:
@@ -138,12 +164,12 @@ def appointment_email(
     mail_from: str,
     stamp: datetime,
     previous_start: datetime | None = None,
+    clinic: ClinicPublic | None = None,
 ) -> Email:
-    """The email to the patient or the doctor about a booking, move or cancellation."""
+    """The email to the patient or the doctor about a booking, move or cancellation: the
+    date, the time in the recipient's own zone, the doctor (and for the doctor, the patient),
+    no internal ids."""
     me = facts.patient if role == "patient" else facts.doctor
-    other_label, other = (
-        ("Doctor", facts.doctor) if role == "patient" else ("Patient", facts.patient)
-    )
     when = local_time(facts.starts_at, me.time_zone)
     minutes = int((facts.ends_at - facts.starts_at).total_seconds() // 60)
     headline = _HEADLINES[change]
@@ -152,19 +178,21 @@ def appointment_email(
         "",
         f"{headline}.",
         "",
-        f"{other_label}: {other.name}",
-        f"When: {when}",
+        f"Date: {local_date(facts.starts_at, me.time_zone)}",
+        f"Time: {local_hours(facts.starts_at, facts.ends_at, me.time_zone)}",
         f"Length: {minutes} minutes",
+        f"Doctor: {facts.doctor.name}",
     ]
+    if role == "doctor":
+        lines.append(f"Patient: {facts.patient.name}")
     if previous_start is not None:
         lines.append(f"Before: {local_time(previous_start, me.time_zone)}")
     lines += [
-        f"Reference: appointment {facts.id}, version {facts.sequence}",
         "",
         "The attached calendar file "
         + ("removes it from your calendar." if change == "cancelled" else "updates your calendar."),
         "",
-        "Clinic",
+        *signature(clinic),
     ]
     method: Literal["REQUEST", "CANCEL"] = "CANCEL" if change == "cancelled" else "REQUEST"
     domain = mail_domain(mail_from)
@@ -193,7 +221,14 @@ def rule_name(offset: timedelta) -> str:
     return f"{seconds}s"
 
 
-def reminder_email(facts: AppointmentFacts, *, rule: str, mail_from: str, stamp: datetime) -> Email:
+def reminder_email(
+    facts: AppointmentFacts,
+    *,
+    rule: str,
+    mail_from: str,
+    stamp: datetime,
+    clinic: ClinicPublic | None = None,
+) -> Email:
     """The patient's reminder for one rule (the key includes the start: a moved appointment
     is reminded again for its new time)."""
     me = facts.patient
@@ -206,13 +241,13 @@ def reminder_email(facts: AppointmentFacts, *, rule: str, mail_from: str, stamp:
             "",
             "Reminder of your appointment.",
             "",
+            f"Date: {local_date(facts.starts_at, me.time_zone)}",
+            f"Time: {local_hours(facts.starts_at, facts.ends_at, me.time_zone)}",
             f"Doctor: {facts.doctor.name}",
-            f"When: {when}",
-            f"Reference: appointment {facts.id}",
             "",
             "Log in to the clinic a few minutes before the start to join the video visit.",
             "",
-            "Clinic",
+            *signature(clinic),
         ]
     )
     return Email(

@@ -24,6 +24,7 @@ from clinic.notify import sweeps
 from clinic.notify.mail import Email, appointment_email, reminder_email, to_message
 from clinic.notify.models import SentEmail
 from clinic.notify.transport import smtp_close, smtp_send, store_in_outbox
+from clinic.web.identity import ClinicPublic
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +51,11 @@ def compose(args: dict[str, Any], settings: Settings) -> Email:
     """The email a ``send_email`` job sends: the same bytes on every retry."""
     facts = facts_from_args(args["facts"])
     stamp = datetime.fromisoformat(args["stamp"])
+    clinic = ClinicPublic.of(settings)
     if args["kind"] == "reminder":
-        return reminder_email(facts, rule=args["rule"], mail_from=settings.mail_from, stamp=stamp)
+        return reminder_email(
+            facts, rule=args["rule"], mail_from=settings.mail_from, stamp=stamp, clinic=clinic
+        )
     previous = args.get("previous_start")
     return appointment_email(
         facts,
@@ -60,6 +64,7 @@ def compose(args: dict[str, Any], settings: Settings) -> Email:
         mail_from=settings.mail_from,
         stamp=stamp,
         previous_start=datetime.fromisoformat(previous) if previous else None,
+        clinic=clinic,
     )
 
 

@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clinic.core.errors import ClinicError, TooManyAttempts
-from clinic.web.pages import LoginRequired, login_redirect
+from clinic.web.pages import LoginRequired, login_redirect, plain_message
 from clinic.web.render import render, viewer_zone_or_utc
 
 log = logging.getLogger(__name__)
@@ -129,6 +129,11 @@ async def validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     fields = _field_errors(exc)
     summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+    if not wants_json(request):  # a person reads it: plain words, not the validator's text
+        summary = " ".join(
+            f"{f['field'].replace('_', ' ').capitalize()}: {plain_message(err)}"
+            for f, err in zip(fields, exc.errors(), strict=True)
+        )
     return _respond(request, 422, "invalid_input", summary or "Invalid input.", fields=fields)
 
 
