@@ -242,6 +242,23 @@ class AnalysisConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ShadowConfig:
+    """``[shadow]``: before the switch, mirror ``share`` of live reads to the candidate for
+    ``duration`` seconds and compare its answers with the live colour's (0 = off)."""
+
+    share: float = 0.0
+    duration: float = 30.0
+    min_requests: int = 50
+    """Fewer mirrored requests than this never pass: synthetic reads top them up."""
+    max_error_rate: float = 0.01
+    max_p95_ratio: float = 1.5
+    min_p95_ms: float = 50.0
+    synthetic_paths: tuple[str, ...] = ()
+    """Anonymous GETs sent through the public listener (so both colours answer the same
+    requests) when live traffic is too thin to decide."""
+
+
+@dataclass(frozen=True, slots=True)
 class ReleasesConfig:
     """``[releases]``; ``dir`` is absolute."""
 
@@ -320,6 +337,7 @@ class Config:
     database: DatabaseConfig | None = None
     migrations: MigrationsConfig | None = None
     dataplane: DataPlaneSettings = field(default_factory=DataPlaneSettings)
+    shadow: ShadowConfig = field(default_factory=ShadowConfig)
     admin_token: str | None = field(default=None, repr=False)
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -394,6 +412,7 @@ def parse_config(
             "listen",
             "timeouts",
             "analysis",
+            "shadow",
             "releases",
             "state",
             "database",
@@ -451,6 +470,7 @@ def parse_config(
         database=database,
         migrations=migrations,
         dataplane=parse_settings(data, base_dir=root),
+        shadow=_parse_shadow(_section(data, "shadow")),
         admin_token=_admin_token(environ),
         raw=MappingProxyType(
             {k: dict(v) if isinstance(v, Mapping) else v for k, v in data.items()}
@@ -694,6 +714,41 @@ def _parse_analysis(sec: Mapping[str, Any]) -> AnalysisConfig:
         check_interval=_number(
             sec, "analysis", "check_interval", d.check_interval, positive=True, unit="seconds"
         ),
+    )
+
+
+def _parse_shadow(sec: Mapping[str, Any]) -> ShadowConfig:
+    keys = {
+        "share",
+        "duration",
+        "min_requests",
+        "max_error_rate",
+        "max_p95_ratio",
+        "min_p95_ms",
+        "synthetic_paths",
+    }
+    _only_keys(sec, "shadow", keys)
+    d = ShadowConfig()
+    share = _number(sec, "shadow", "share", d.share, positive=False)
+    rate = _number(sec, "shadow", "max_error_rate", d.max_error_rate, positive=False)
+    for key, value in (("share", share), ("max_error_rate", rate)):
+        if value > 1:
+            raise ConfigError(f"shadow.{key}: a fraction between 0 and 1, got {value}")
+    paths = sec.get("synthetic_paths", [])
+    if not isinstance(paths, list) or not all(
+        isinstance(p, str) and p.startswith("/") for p in paths
+    ):
+        raise ConfigError('shadow.synthetic_paths: a list of paths such as ["/", "/doctors"]')
+    return ShadowConfig(
+        share=share,
+        duration=_number(sec, "shadow", "duration", d.duration, positive=True, unit="seconds"),
+        min_requests=_integer(sec, "shadow", "min_requests", d.min_requests, minimum=1),
+        max_error_rate=rate,
+        max_p95_ratio=_number(sec, "shadow", "max_p95_ratio", d.max_p95_ratio, positive=True),
+        min_p95_ms=_number(
+            sec, "shadow", "min_p95_ms", d.min_p95_ms, positive=False, unit="milliseconds"
+        ),
+        synthetic_paths=tuple(paths),
     )
 
 

@@ -45,13 +45,14 @@ def test_step_order() -> None:
         "start",
         "ready",
         "smoke",
+        "shadow",
         "switch",
         "drain",
         "analyse",
         "retire",
     ]
     manual = plan(manual=True)
-    assert manual.index(Step.APPROVE) == manual.index(Step.SMOKE) + 1
+    assert manual.index(Step.APPROVE) == manual.index(Step.SHADOW) + 1
     assert manual.index(Step.APPROVE) + 1 == manual.index(Step.SWITCH)
     assert plan(manual=False, rollback=True) == (
         Step.START,
@@ -368,6 +369,7 @@ async def test_first_deploy_goes_to_blue_then_green(world: Any, tmp_path: Path) 
         ("start", "ok"),
         ("ready", "ok"),
         ("smoke", "ok"),
+        ("shadow", "skipped"),
         ("switch", "ok"),
         ("drain", "skipped"),
         ("analyse", "skipped"),
@@ -382,7 +384,8 @@ async def test_first_deploy_goes_to_blue_then_green(world: Any, tmp_path: Path) 
 
     second = await done(w, await w.controller.start_deploy(DeployRequest(path=tmp_path / "b")))
     assert second.status == "succeeded", second
-    migration_steps = {"lint", "rehearse", "verify"}  # skipped without [migrations]
+    # Skipped without [migrations], and without [shadow] (share 0: no mirroring).
+    migration_steps = {"lint", "rehearse", "verify", "shadow"}
     assert [s for s, st in names(second) if st == "ok"] == [
         s.value for s in plan(manual=False) if s.value not in migration_steps
     ]

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from bluegreen.config import Colour, Config, Template
-from bluegreen.dataplane.stats import ColourStats
+from bluegreen.dataplane.stats import ColourStats, Group
 from bluegreen.dataplane.table import Backend, RoutingTable
 from bluegreen.environment import Environment
 from bluegreen.errors import StepFailed
@@ -51,6 +51,7 @@ class Step(enum.StrEnum):
     START = "start"
     READY = "ready"
     SMOKE = "smoke"
+    SHADOW = "shadow"
     APPROVE = "approve"
     SWITCH = "switch"
     DRAIN = "drain"
@@ -67,6 +68,10 @@ class DataPlane(Protocol):
     async def apply(self, table: RoutingTable) -> None: ...
 
     async def stats(self) -> dict[Colour, ColourStats]: ...
+
+    async def group_stats(self) -> dict[tuple[Colour, Group], ColourStats]: ...
+
+    async def shadow_stats(self) -> dict[tuple[Colour, Group], ColourStats]: ...
 
     async def drain(self, colour: Colour, timeout: float) -> int: ...  # noqa: ASYNC109
 

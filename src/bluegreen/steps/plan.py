@@ -9,7 +9,7 @@ from types import MappingProxyType
 
 from bluegreen.config import Colour
 from bluegreen.state import DeployStatus
-from bluegreen.steps import aftercare, migration, rollout
+from bluegreen.steps import aftercare, migration, rollout, shadow
 from bluegreen.steps.context import DeployContext, Outcome, Step
 
 StepFn = Callable[[DeployContext], Awaitable[Outcome]]
@@ -33,6 +33,7 @@ RUNNERS: Mapping[Step, StepFn] = MappingProxyType(
         Step.START: rollout.start,
         Step.READY: rollout.ready,
         Step.SMOKE: rollout.smoke,
+        Step.SHADOW: shadow.shadow,
         Step.APPROVE: rollout.approve,
         Step.SWITCH: rollout.switch,
         Step.DRAIN: aftercare.drain,
@@ -52,6 +53,7 @@ _POLICY: Mapping[Step, OnFailure] = MappingProxyType(
         Step.START: OnFailure.ABORT,
         Step.READY: OnFailure.ABORT,
         Step.SMOKE: OnFailure.ABORT,
+        Step.SHADOW: OnFailure.ABORT,
         Step.APPROVE: OnFailure.ABORT,
         Step.SWITCH: OnFailure.ABORT,  # routes change atomically: if it raised, nothing switched
         Step.DRAIN: OnFailure.CONTINUE,
@@ -81,7 +83,7 @@ def plan(*, manual: bool, rollback: bool = False) -> tuple[Step, ...]:
             Step.RETIRE,
         )
     steps = [Step.PREPARE, Step.LINT, Step.REHEARSE, Step.MIGRATE, Step.VERIFY]
-    steps += [Step.START, Step.READY, Step.SMOKE]
+    steps += [Step.START, Step.READY, Step.SMOKE, Step.SHADOW]
     if manual:
         steps.append(Step.APPROVE)
     steps += [Step.SWITCH, Step.DRAIN, Step.ANALYSE, Step.RETIRE]
