@@ -179,11 +179,17 @@ async def appointments(request: Request, actor: PageActor, session: Session) -> 
     ones, as three lists."""
     views = await service.list_appointments(session=session, actor=actor)
     now = utcnow()
-    cancelled = [v for v in reversed(views) if v.appointment.status == "cancelled"]
-    upcoming = [
-        v for v in views if v.appointment.status == "booked" and v.appointment.ends_at > now
-    ]
-    past = [v for v in reversed(views) if v.appointment.status != "cancelled" and v not in upcoming]
+    upcoming, past, cancelled = [], [], []
+    for v in views:
+        a = v.appointment
+        if a.status == "cancelled":
+            cancelled.append(v)
+        elif a.status == "booked" and a.ends_at > now:
+            upcoming.append(v)
+        else:
+            past.append(v)
+    past.reverse()  # newest first
+    cancelled.reverse()
     return page(
         request, "appointments/list.html", upcoming=upcoming, past=past, cancelled=cancelled
     )
