@@ -15,7 +15,7 @@ from clinic.core.errors import ClinicError, NotFound
 from clinic.core.validation import Id
 from clinic.visits import service
 from clinic.web.deps import CsrfChecked, Session, SettingsDep
-from clinic.web.pages import flash, page, redirect, text
+from clinic.web.pages import flash, page, raw, redirect
 
 router = APIRouter(include_in_schema=False)
 
@@ -58,15 +58,24 @@ async def visit_page(
 async def write_note(
     appointment_id: Id, request: Request, actor: BackToAppointment, session: Session
 ) -> Response:
+    """Save the doctor's note; a refused note comes back on its own form with the reason
+    next to the field and the text as typed, never dropped without a word."""
     form = await request.form()
+    body = raw(form, "note")
     try:
         await service.write_note(
-            session=session, actor=actor, appointment_id=appointment_id, body=text(form, "note")
+            session=session, actor=actor, appointment_id=appointment_id, body=body
         )
     except ClinicError as exc:
         if isinstance(exc, NotFound):
             raise
-        flash(request, exc.message)
-        return redirect(f"/appointments/{appointment_id}")
+        return page(
+            request,
+            "visits/note.html",
+            exc.status,
+            appointment_id=appointment_id,
+            values={"note": body},
+            errors={"note": exc.message},
+        )
     flash(request, "The visit note is saved.")
     return redirect(f"/appointments/{appointment_id}#visit-notes")
