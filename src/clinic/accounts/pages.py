@@ -14,6 +14,7 @@ from clinic.accounts.deps import CurrentActor, PageActor, page_actor_back_to
 from clinic.accounts.guards import Actor
 from clinic.accounts.models import Role
 from clinic.accounts.schemas import DoctorCreate, LoginRequest, PatientCreate
+from clinic.accounts.specialties import specialty_choices
 from clinic.core.errors import ClinicError, TooManyAttempts
 from clinic.core.validation import Id
 from clinic.web.deps import CsrfChecked, Session, SettingsDep, client_address, log_in, log_out
@@ -107,8 +108,14 @@ async def register_form(request: Request, actor: CurrentActor) -> Response:
 
 
 @router.get("/register/doctor")
-async def register_doctor_form(request: Request, actor: CurrentActor) -> Response:
-    return page(request, "accounts/register.html", doctor=True, **_register_context(None))
+async def register_doctor_form(request: Request, actor: CurrentActor, session: Session) -> Response:
+    return page(
+        request,
+        "accounts/register.html",
+        doctor=True,
+        specialties=await specialty_choices(session=session),
+        **_register_context(None),
+    )
 
 
 @router.post("/register", dependencies=[CsrfChecked])
@@ -174,6 +181,7 @@ async def register_doctor(
             "accounts/register.html",
             422,
             doctor=True,
+            specialties=await specialty_choices(session=session),
             errors=validation_errors(exc),
             **_register_context(form),
         )
@@ -183,6 +191,7 @@ async def register_doctor(
             "accounts/register.html",
             exc.status,
             doctor=True,
+            specialties=await specialty_choices(session=session),
             errors=clinic_errors(exc),
             **_register_context(form),
         )

@@ -16,6 +16,7 @@ from clinic.accounts import guards
 from clinic.accounts.guards import Actor
 from clinic.accounts.models import ApiToken, Doctor, LoginThrottle, Patient, Role, User
 from clinic.accounts.schemas import DoctorCreate, PatientCreate, PatientUpdate
+from clinic.accounts.specialties import canonical_specialty
 from clinic.core import audit
 from clinic.core.config import Settings
 from clinic.core.db import utcnow
@@ -127,6 +128,10 @@ async def register_doctor(
             time_zone=data.time_zone,
             is_smoke=is_smoke,
         )
+        # The managed list's spelling (the smoke doctor's synthetic specialty is not on it).
+        specialty = (
+            data.specialty if is_smoke else await canonical_specialty(session, data.specialty)
+        )
         taken = await session.scalar(
             select(Doctor.user_id).where(Doctor.licence_number == data.licence_number)
         )
@@ -138,7 +143,7 @@ async def register_doctor(
         session.add(
             Doctor(
                 user_id=user.id,
-                specialty=data.specialty,
+                specialty=specialty,
                 licence_number=data.licence_number,
                 bio=data.bio,
                 approved_at=utcnow() if approved else None,
