@@ -301,7 +301,7 @@ async def pending_doctors(
         rows = await session.execute(
             select(User, Doctor)
             .join(Doctor, Doctor.user_id == User.id)
-            .where(Doctor.approved_at.is_(None))
+            .where(Doctor.approved_at.is_(None), User.is_smoke.is_(False))
             .order_by(User.created_at)
         )
         return [(u, d) for u, d in rows.all()]

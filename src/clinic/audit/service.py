@@ -7,8 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, select
+from sqlalchemy import ColumnElement, Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from clinic.accounts import guards
 from clinic.accounts.guards import Actor
@@ -63,10 +64,18 @@ def _named(part: str, field: str) -> Select[int]:
     return select(User.id).where(User.name.ilike(_like(part, field)))
 
 
+def _not_smoke(user_id: InstrumentedAttribute[int | None]) -> ColumnElement[bool]:
+    """The record does not name a smoke-test account there (the deploy's synthetic traffic)."""
+    smoke = select(User.id).where(User.id == user_id, User.is_smoke).exists()
+    return ~smoke
+
+
 def _query(f: AuditFilter) -> Select[AuditRecord]:
     if not 1 <= f.limit <= 1000:
         raise InvalidInput("limit must be between 1 and 1000.", field="limit")
-    stmt = select(AuditRecord)
+    stmt = select(AuditRecord).where(
+        _not_smoke(AuditRecord.actor_id), _not_smoke(AuditRecord.patient_id)
+    )
     if f.patient_id is not None:
         stmt = stmt.where(AuditRecord.patient_id == f.patient_id)
     if f.actor_id is not None:
