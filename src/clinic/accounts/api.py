@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, status
 
-from clinic.accounts import service
+from clinic.accounts import review_pages, service
 from clinic.accounts.deps import CurrentActor
 from clinic.accounts.models import ApiToken, User
 from clinic.accounts.schemas import (
@@ -165,3 +165,6 @@ async def pending_doctors(actor: CurrentActor, session: Session) -> list[dict[st
 @router.post("/admin/doctors/{doctor_id}/approve", status_code=status.HTTP_204_NO_CONTENT)
 async def approve_doctor(doctor_id: Id, actor: CurrentActor, session: Session) -> None:
     await service.approve_doctor(session=session, actor=actor, doctor_id=doctor_id)
+
+
+router.include_router(review_pages.api)  # /api/v1/doctor-sign-ups (review.py)

@@ -9,7 +9,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 from starlette.datastructures import FormData
 
-from clinic.accounts import service
+from clinic.accounts import review_pages, service
 from clinic.accounts.deps import CurrentActor, PageActor, page_actor_back_to
 from clinic.accounts.guards import Actor
 from clinic.accounts.models import Role
@@ -259,3 +259,6 @@ async def approve_doctor(
     await service.approve_doctor(session=session, actor=actor, doctor_id=doctor_id)
     flash(request, "The doctor is approved and can now be booked.")
     return redirect("/admin/doctors")
+
+
+router.include_router(review_pages.pages)  # doctor sign-ups: approve, reject, ask (review.py)

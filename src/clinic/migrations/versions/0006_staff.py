@@ -1,4 +1,4 @@
-"""Staff: the managed list of specialties.
+"""Staff: the managed list of specialties, and the admins' decisions on doctor sign-ups.
 
 Expand only: a new table, filled with a starter list and with every specialty doctors already
 have, one row per name whatever its case ("dermatology" and "Dermatology" become one, spelled
@@ -85,6 +85,38 @@ def upgrade() -> None:
         f"INSERT INTO specialties (name) VALUES {starter} "  # noqa: S608 - constants above
         "ON CONFLICT (lower(name)) DO NOTHING"
     )
+    op.create_table(
+        "doctor_reviews",
+        sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
+        sa.Column("doctor_id", sa.BigInteger(), nullable=False),
+        sa.Column("admin_id", sa.BigInteger(), nullable=True),
+        sa.Column("decision", sa.String(length=16), nullable=False),
+        sa.Column("message", sa.Text(), server_default="", nullable=False),
+        sa.Column(
+            "at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
+        ),
+        sa.CheckConstraint(
+            "decision IN ('approved', 'rejected', 'info_requested')",
+            name=op.f("ck_doctor_reviews_decision_known"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["doctor_id"],
+            ["users.id"],
+            name=op.f("fk_doctor_reviews_doctor_id_users"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["admin_id"],
+            ["users.id"],
+            name=op.f("fk_doctor_reviews_admin_id_users"),
+            ondelete="SET NULL",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_doctor_reviews")),
+        if_not_exists=True,
+    )
+    op.create_index(
+        op.f("ix_doctor_reviews_doctor_id"), "doctor_reviews", ["doctor_id"], if_not_exists=True
+    )
     backfill(
         "doctors",
         key="user_id",
@@ -95,5 +127,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_doctor_reviews_doctor_id"), table_name="doctor_reviews")
+    op.drop_table("doctor_reviews")
     op.drop_index("uq_specialties_lower_name", table_name="specialties")
     op.drop_table("specialties")
