@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from clinic.accounts.deps import PageActor, page_actor_back_to
@@ -12,7 +12,7 @@ from clinic.accounts.guards import Actor
 from clinic.appointments import service as appointments
 from clinic.core.db import utcnow
 from clinic.core.errors import ClinicError, NotFound
-from clinic.core.validation import Id
+from clinic.core.validation import Id, PageId
 from clinic.visits import service
 from clinic.web.deps import CsrfChecked, Session, SettingsDep
 from clinic.web.pages import flash, page, raw, redirect
@@ -52,6 +52,16 @@ async def visit_page(
         a=view.appointment,
         closed_message=closed,
     )
+
+
+@router.get("/device-check")
+async def device_check(
+    request: Request, appointment: Annotated[PageId, Query()] = None
+) -> Response:
+    """Camera preview, microphone level and a speaker test, all in the browser (no login:
+    nothing is sent anywhere). From the waiting room it links back to the visit."""
+    back = f"/visits/{appointment}" if appointment is not None else None
+    return page(request, "visits/device_check.html", back=back)
 
 
 @router.post("/visits/{appointment_id}/note", dependencies=[CsrfChecked])
