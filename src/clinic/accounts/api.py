@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from fastapi import APIRouter, Request, status
 
-from clinic.accounts import service
+from clinic.accounts import review_pages, service
 from clinic.accounts.deps import CurrentActor
 from clinic.accounts.models import ApiToken, User
 from clinic.accounts.schemas import (
@@ -248,3 +248,6 @@ async def lockouts(actor: CurrentActor, session: Session) -> list[LockPublic]:
 async def unlock_user(user_id: Id, actor: CurrentActor, session: Session) -> None:
     """Lift a user's login lockout, from every address."""
     await service.unlock_account(session=session, actor=actor, user_id=user_id)
+
+
+router.include_router(review_pages.api)  # /api/v1/doctor-sign-ups (review.py)

@@ -10,11 +10,12 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 from starlette.datastructures import FormData
 
-from clinic.accounts import service
+from clinic.accounts import review_pages, service
 from clinic.accounts.deps import CurrentActor, PageActor, page_actor_back_to
 from clinic.accounts.guards import Actor
 from clinic.accounts.models import Role
 from clinic.accounts.schemas import DoctorCreate, LoginRequest, PasswordChange, PatientCreate
+from clinic.accounts.specialties import specialty_choices
 from clinic.core.errors import ClinicError, TooManyAttempts
 from clinic.core.validation import Id
 from clinic.web.deps import CsrfChecked, Session, SettingsDep, client_address, log_in, log_out
@@ -110,8 +111,14 @@ async def register_form(request: Request, actor: CurrentActor) -> Response:
 
 
 @router.get("/register/doctor")
-async def register_doctor_form(request: Request, actor: CurrentActor) -> Response:
-    return page(request, "accounts/register.html", doctor=True, **_register_context(None))
+async def register_doctor_form(request: Request, actor: CurrentActor, session: Session) -> Response:
+    return page(
+        request,
+        "accounts/register.html",
+        doctor=True,
+        specialties=await specialty_choices(session=session),
+        **_register_context(None),
+    )
 
 
 @router.post("/register", dependencies=[CsrfChecked])
@@ -177,6 +184,7 @@ async def register_doctor(
             "accounts/register.html",
             422,
             doctor=True,
+            specialties=await specialty_choices(session=session),
             errors=validation_errors(exc),
             **_register_context(form),
         )
@@ -186,6 +194,7 @@ async def register_doctor(
             "accounts/register.html",
             exc.status,
             doctor=True,
+            specialties=await specialty_choices(session=session),
             errors=clinic_errors(exc),
             **_register_context(form),
         )
@@ -314,3 +323,6 @@ async def unlock_user(
     await service.unlock_account(session=session, actor=actor, user_id=user_id)
     flash(request, "The account is unlocked; its owner can log in again.")
     return redirect("/admin/lockouts")
+
+
+router.include_router(review_pages.pages)  # doctor sign-ups: approve, reject, ask (review.py)

@@ -14,6 +14,7 @@ from clinic.accounts import guards, lockout
 from clinic.accounts.guards import Actor
 from clinic.accounts.models import ApiToken, Doctor, Patient, Role, User
 from clinic.accounts.schemas import DoctorCreate, PatientCreate, PatientUpdate
+from clinic.accounts.specialties import canonical_specialty
 from clinic.core import audit, request_context
 from clinic.core.config import Settings
 from clinic.core.db import utcnow
@@ -124,6 +125,10 @@ async def register_doctor(
             time_zone=data.time_zone,
             is_smoke=is_smoke,
         )
+        # The managed list's spelling (the smoke doctor's synthetic specialty is not on it).
+        specialty = (
+            data.specialty if is_smoke else await canonical_specialty(session, data.specialty)
+        )
         taken = await session.scalar(
             select(Doctor.user_id).where(Doctor.licence_number == data.licence_number)
         )
@@ -135,7 +140,7 @@ async def register_doctor(
         session.add(
             Doctor(
                 user_id=user.id,
-                specialty=data.specialty,
+                specialty=specialty,
                 licence_number=data.licence_number,
                 bio=data.bio,
                 approved_at=utcnow() if approved else None,
@@ -338,7 +343,7 @@ async def pending_doctors(
         rows = await session.execute(
             select(User, Doctor)
             .join(Doctor, Doctor.user_id == User.id)
-            .where(Doctor.approved_at.is_(None))
+            .where(Doctor.approved_at.is_(None), User.is_smoke.is_(False))
             .order_by(User.created_at)
         )
         return [(u, d) for u, d in rows.all()]

@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from clinic.accounts.deps import PageActor
 from clinic.audit import service
 from clinic.core.errors import InvalidInput
-from clinic.core.validation import PageDay, PageId
+from clinic.core.validation import PageDay, PageId, Text
 from clinic.web.deps import Session
 from clinic.web.pages import page
 from clinic.web.render import viewer_zone
@@ -39,9 +39,8 @@ def _day(value: str | None, field: str) -> date | None:
 
 @router.get("/me/audit")
 async def mine(request: Request, actor: PageActor, session: Session) -> Response:
-    records = await service.accesses_to_me(session=session, actor=actor)
-    names = await service.actor_names(session=session, ids=(r.actor_id for r in records))
-    return page(request, "audit/mine.html", records=records, names=names)
+    entries = await service.accesses_to_me(session=session, actor=actor)
+    return page(request, "audit/mine.html", entries=entries)
 
 
 @router.get("/admin/audit")
@@ -53,7 +52,10 @@ async def search(
     actor_id: Annotated[PageId, Query()] = None,
     since_param: Annotated[PageDay, Query(alias="since")] = None,
     until_param: Annotated[PageDay, Query(alias="until")] = None,
+    patient_name: Annotated[Text | None, Query(max_length=service.NAME_MAX)] = None,
+    staff_name: Annotated[Text | None, Query(max_length=service.NAME_MAX)] = None,
 ) -> Response:
+    """The trail in words, searched by patient or staff (part of the name, or id) and days."""
     q = request.query_params
     zone = viewer_zone(request)
     since_day, until_day = _day(q.get("since"), "since"), _day(q.get("until"), "until")
@@ -67,9 +69,10 @@ async def search(
     filters = service.AuditFilter(
         patient_id=_int(q.get("patient_id"), "patient_id"),
         actor_id=_int(q.get("actor_id"), "actor_id"),
+        patient_name=q.get("patient_name"),
+        staff_name=q.get("staff_name"),
         since=since,
         until=until,
     )
-    records = await service.search(session=session, actor=actor, filters=filters)
-    names = await service.actor_names(session=session, ids=(r.actor_id for r in records))
-    return page(request, "audit/search.html", records=records, names=names, query=dict(q))
+    entries = await service.search(session=session, actor=actor, filters=filters)
+    return page(request, "audit/search.html", entries=entries, query=dict(q))

@@ -11,7 +11,7 @@ from clinic.accounts.deps import CurrentActor
 from clinic.accounts.schemas import DoctorPublic
 from clinic.core.db import utcnow
 from clinic.core.validation import Id, Instant, Text
-from clinic.scheduling import service
+from clinic.scheduling import service, specialty_routes
 from clinic.scheduling.booked import Booked
 from clinic.scheduling.schemas import (
     OutsideAppointment,
@@ -26,7 +26,7 @@ from clinic.scheduling.schemas import (
 from clinic.web.deps import Session, SettingsDep
 from clinic.web.errors import ERROR_RESPONSES
 
-router = APIRouter(prefix="/api/v1/doctors", tags=["doctors"], responses=ERROR_RESPONSES)
+doctors = APIRouter(prefix="/api/v1/doctors", tags=["doctors"], responses=ERROR_RESPONSES)
 
 
 def doctor_public(cal: service.DoctorCalendar, next_free: datetime | None) -> DoctorPublic:
@@ -62,7 +62,7 @@ def outside(appointments: list[Booked]) -> list[OutsideAppointment]:
     ]
 
 
-@router.get("")
+@doctors.get("")
 async def search(
     actor: CurrentActor,
     session: Session,
@@ -76,7 +76,7 @@ async def search(
     return [doctor_public(cal, nxt) for cal, nxt in found]
 
 
-@router.get("/{doctor_id}/slots")
+@doctors.get("/{doctor_id}/slots")
 async def slots(
     doctor_id: Id,
     actor: CurrentActor,
@@ -107,13 +107,13 @@ async def slots(
     )
 
 
-@router.get("/{doctor_id}/schedule")
+@doctors.get("/{doctor_id}/schedule")
 async def get_schedule(doctor_id: Id, actor: CurrentActor, session: Session) -> SchedulePublic:
     cal = await service.get_schedule(session=session, actor=actor, doctor_id=doctor_id)
     return schedule_public(cal)
 
 
-@router.put("/{doctor_id}/schedule")
+@doctors.put("/{doctor_id}/schedule")
 async def put_schedule(
     doctor_id: Id, data: ScheduleIn, actor: CurrentActor, session: Session
 ) -> ScheduleSaved:
@@ -125,7 +125,7 @@ async def put_schedule(
     return ScheduleSaved(**schedule_public(cal).model_dump(), outside_hours=outside(out))
 
 
-@router.post("/{doctor_id}/overrides", status_code=status.HTTP_201_CREATED)
+@doctors.post("/{doctor_id}/overrides", status_code=status.HTTP_201_CREATED)
 async def add_override(
     doctor_id: Id, data: OverrideIn, actor: CurrentActor, session: Session
 ) -> dict[str, object]:
@@ -135,10 +135,15 @@ async def add_override(
     return {"id": override.id, "outside_hours": outside(out)}
 
 
-@router.delete("/{doctor_id}/overrides/{override_id}", status_code=status.HTTP_204_NO_CONTENT)
+@doctors.delete("/{doctor_id}/overrides/{override_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_override(
     doctor_id: Id, override_id: Id, actor: CurrentActor, session: Session
 ) -> None:
     await service.delete_override(
         session=session, actor=actor, doctor_id=doctor_id, override_id=override_id
     )
+
+
+router = APIRouter()
+router.include_router(doctors)
+router.include_router(specialty_routes.api)

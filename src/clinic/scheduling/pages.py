@@ -18,7 +18,7 @@ from clinic.accounts.guards import Actor
 from clinic.core.db import utcnow
 from clinic.core.errors import ClinicError, InvalidInput
 from clinic.core.validation import Id, PageDay, Text
-from clinic.scheduling import service
+from clinic.scheduling import service, specialty_routes
 from clinic.scheduling.schemas import OverrideIn, ScheduleIn
 from clinic.web.deps import CsrfChecked, Session, SettingsDep
 from clinic.web.pages import (
@@ -331,3 +331,6 @@ async def delete_override(
     )
     flash(request, "The date override is removed.")
     return redirect("/schedule")
+
+
+router.include_router(specialty_routes.pages)

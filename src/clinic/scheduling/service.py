@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from clinic.accounts import guards
 from clinic.accounts.guards import Actor
 from clinic.accounts.models import Doctor, Role, User
+from clinic.accounts.specialties import Specialty
 from clinic.core import audit
 from clinic.core.errors import InvalidInput, NotFound
 from clinic.scheduling import booked
@@ -237,6 +238,9 @@ async def search_doctors(
 ) -> list[tuple[DoctorCalendar, datetime | None]]:
     """Approved doctors matching the filters, each with their next free slot (if any soon)."""
     stmt = _visible_doctor(actor).where(Doctor.approved_at.is_not(None))
+    if actor is None or not actor.is_smoke:
+        # Not even an admin's search lists the smoke-test doctor (it is reachable by id).
+        stmt = stmt.where(User.is_smoke.is_(False))
     if specialty:
         stmt = stmt.where(func.lower(Doctor.specialty) == specialty.strip().lower())
     if name:
@@ -259,13 +263,20 @@ async def search_doctors(
 
 
 async def specialties(*, session: AsyncSession) -> list[str]:
+    """The managed list's names that at least one bookable doctor has, one spelling each."""
     async with session.begin():
-        rows = await session.scalars(
-            select(Doctor.specialty)
+        has_doctor = (
+            select(Doctor.user_id)
             .join(User, User.id == Doctor.user_id)
-            .where(Doctor.approved_at.is_not(None), User.is_smoke.is_(False))
-            .distinct()
-            .order_by(Doctor.specialty)
+            .where(
+                func.lower(Doctor.specialty) == func.lower(Specialty.name),
+                Doctor.approved_at.is_not(None),
+                User.is_smoke.is_(False),
+            )
+            .exists()
+        )
+        rows = await session.scalars(
+            select(Specialty.name).where(has_doctor).order_by(func.lower(Specialty.name))
         )
         return list(rows)
 

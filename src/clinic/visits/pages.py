@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from clinic.accounts.deps import PageActor, page_actor_back_to
@@ -12,10 +12,10 @@ from clinic.accounts.guards import Actor
 from clinic.appointments import service as appointments
 from clinic.core.db import utcnow
 from clinic.core.errors import ClinicError, NotFound
-from clinic.core.validation import Id
+from clinic.core.validation import Id, PageId
 from clinic.visits import service
 from clinic.web.deps import CsrfChecked, Session, SettingsDep
-from clinic.web.pages import flash, page, redirect, text
+from clinic.web.pages import flash, page, raw, redirect
 
 router = APIRouter(include_in_schema=False)
 
@@ -54,19 +54,38 @@ async def visit_page(
     )
 
 
+@router.get("/device-check")
+async def device_check(
+    request: Request, appointment: Annotated[PageId, Query()] = None
+) -> Response:
+    """Camera preview, microphone level and a speaker test, all in the browser (no login:
+    nothing is sent anywhere). From the waiting room it links back to the visit."""
+    back = f"/visits/{appointment}" if appointment is not None else None
+    return page(request, "visits/device_check.html", back=back)
+
+
 @router.post("/visits/{appointment_id}/note", dependencies=[CsrfChecked])
 async def write_note(
     appointment_id: Id, request: Request, actor: BackToAppointment, session: Session
 ) -> Response:
+    """Save the doctor's note; a refused note comes back on its own form with the reason
+    next to the field and the text as typed, never dropped without a word."""
     form = await request.form()
+    body = raw(form, "note")
     try:
         await service.write_note(
-            session=session, actor=actor, appointment_id=appointment_id, body=text(form, "note")
+            session=session, actor=actor, appointment_id=appointment_id, body=body
         )
     except ClinicError as exc:
         if isinstance(exc, NotFound):
             raise
-        flash(request, exc.message)
-        return redirect(f"/appointments/{appointment_id}")
+        return page(
+            request,
+            "visits/note.html",
+            exc.status,
+            appointment_id=appointment_id,
+            values={"note": body},
+            errors={"note": exc.message},
+        )
     flash(request, "The visit note is saved.")
     return redirect(f"/appointments/{appointment_id}#visit-notes")
