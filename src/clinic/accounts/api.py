@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from fastapi import APIRouter, Request, status
 
-from clinic.accounts import service
+from clinic.accounts import reset, service
 from clinic.accounts.deps import CurrentActor
 from clinic.accounts.models import ApiToken, User
 from clinic.accounts.schemas import (
@@ -17,6 +17,8 @@ from clinic.accounts.schemas import (
     PatientCreate,
     PatientPublic,
     PatientUpdate,
+    ResetConfirm,
+    ResetRequest,
     TokenCreate,
     TokenCreated,
     TokenLogin,
@@ -248,3 +250,24 @@ async def lockouts(actor: CurrentActor, session: Session) -> list[LockPublic]:
 async def unlock_user(user_id: Id, actor: CurrentActor, session: Session) -> None:
     """Lift a user's login lockout, from every address."""
     await service.unlock_account(session=session, actor=actor, user_id=user_id)
+
+
+@router.post("/auth/password-reset", status_code=status.HTTP_202_ACCEPTED)
+async def request_password_reset(
+    data: ResetRequest, request: Request, session: Session, settings: SettingsDep
+) -> dict[str, str]:
+    """Email a single-use reset link; the same answer whether or not the address is known."""
+    await reset.request_reset(
+        session=session, email=data.email, base_url=str(request.base_url), settings=settings
+    )
+    return {"detail": reset.SENT_MESSAGE}
+
+
+@router.post("/auth/password-reset/confirm", status_code=status.HTTP_204_NO_CONTENT)
+async def confirm_password_reset(
+    data: ResetConfirm, session: Session, settings: SettingsDep
+) -> None:
+    """Set a new password with the emailed token; every session of the account ends."""
+    await reset.complete_reset(
+        session=session, token=data.token, new_password=data.new_password, settings=settings
+    )

@@ -10,11 +10,18 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 from starlette.datastructures import FormData
 
-from clinic.accounts import service
+from clinic.accounts import reset, service
 from clinic.accounts.deps import CurrentActor, PageActor, page_actor_back_to
 from clinic.accounts.guards import Actor
 from clinic.accounts.models import Role
-from clinic.accounts.schemas import DoctorCreate, LoginRequest, PasswordChange, PatientCreate
+from clinic.accounts.schemas import (
+    DoctorCreate,
+    LoginRequest,
+    PasswordChange,
+    PatientCreate,
+    ResetConfirm,
+    ResetRequest,
+)
 from clinic.core.errors import ClinicError, TooManyAttempts
 from clinic.core.validation import Id
 from clinic.web.deps import CsrfChecked, Session, SettingsDep, client_address, log_in, log_out
@@ -314,3 +321,60 @@ async def unlock_user(
     await service.unlock_account(session=session, actor=actor, user_id=user_id)
     flash(request, "The account is unlocked; its owner can log in again.")
     return redirect("/admin/lockouts")
+
+
+@router.get("/password-reset")
+async def password_reset_form(request: Request, actor: CurrentActor) -> Response:
+    return page(request, "accounts/password_reset.html", values={})
+
+
+@router.post("/password-reset", dependencies=[CsrfChecked])
+async def password_reset(request: Request, session: Session, settings: SettingsDep) -> Response:
+    """Email a reset link if the address has an account; the same answer either way."""
+    form = await request.form()
+    try:
+        data = ResetRequest.model_validate({"email": text(form, "email")})
+    except ValidationError as exc:
+        return page(
+            request, "accounts/password_reset.html", 422, errors=validation_errors(exc), values={}
+        )
+    await reset.request_reset(
+        session=session, email=data.email, base_url=str(request.base_url), settings=settings
+    )
+    flash(request, reset.SENT_MESSAGE)
+    return redirect("/login")
+
+
+@router.get("/password-reset/confirm")
+async def password_reset_confirm_form(request: Request, actor: CurrentActor) -> Response:
+    token = request.query_params.get("token", "")
+    return page(request, "accounts/password_reset_confirm.html", token=token)
+
+
+@router.post("/password-reset/confirm", dependencies=[CsrfChecked])
+async def password_reset_confirm(
+    request: Request, session: Session, settings: SettingsDep
+) -> Response:
+    """Set the new password; the visitor then logs in with it (every old session ended)."""
+    form = await request.form()
+    token = raw(form, "token")
+    try:
+        data = ResetConfirm.model_validate(
+            {"token": token, "new_password": raw(form, "new_password")}
+        )
+        await reset.complete_reset(
+            session=session, token=data.token, new_password=data.new_password, settings=settings
+        )
+    except ValidationError as exc:
+        errors = validation_errors(exc)
+        return page(
+            request, "accounts/password_reset_confirm.html", 422, errors=errors, token=token
+        )
+    except ClinicError as exc:
+        errors = clinic_errors(exc, default="new_password")
+        return page(
+            request, "accounts/password_reset_confirm.html", exc.status, errors=errors, token=token
+        )
+    log_out(request)
+    flash(request, "Your password is changed. Log in with the new one.")
+    return redirect("/login")
