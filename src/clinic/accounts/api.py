@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from fastapi import APIRouter, Request, status
 
-from clinic.accounts import reset, service
+from clinic.accounts import reset, service, verification
 from clinic.accounts.deps import CurrentActor
 from clinic.accounts.models import ApiToken, User
 from clinic.accounts.schemas import (
@@ -24,6 +24,7 @@ from clinic.accounts.schemas import (
     TokenLogin,
     TokenPublic,
     UserPublic,
+    VerifyEmail,
 )
 from clinic.core.config import Settings
 from clinic.core.validation import Id
@@ -43,7 +44,12 @@ router = APIRouter(prefix="/api/v1", tags=["accounts"], responses=ERROR_RESPONSE
 
 def user_public(user: User) -> UserPublic:
     return UserPublic(
-        id=user.id, name=user.name, email=user.email, role=user.role, time_zone=user.time_zone
+        id=user.id,
+        name=user.name,
+        email=user.email,
+        role=user.role,
+        time_zone=user.time_zone,
+        email_verified=not user.email_verification_pending,
     )
 
 
@@ -64,11 +70,14 @@ def _lifetime(days: int | None) -> timedelta | None:
 
 @router.post("/patients", status_code=status.HTTP_201_CREATED)
 async def register_patient(
-    data: PatientCreate, session: Session, settings: SettingsDep
+    data: PatientCreate, request: Request, session: Session, settings: SettingsDep
 ) -> UserPublic:
-    return user_public(
-        await service.register_patient(session=session, data=data, settings=settings)
+    """Register as a patient; a link confirming the email address is emailed, and booking
+    waits for it (403 ``email_not_verified`` until then)."""
+    user = await service.register_patient(
+        session=session, data=data, settings=settings, verify_at=str(request.base_url)
     )
+    return user_public(user)
 
 
 @router.post("/doctors", status_code=status.HTTP_201_CREATED)
@@ -166,6 +175,7 @@ async def me(actor: CurrentActor, session: Session) -> UserPublic:
         email=who.email,
         role=who.role.value,
         time_zone=who.time_zone,
+        email_verified=who.email_verified,
     )
 
 
@@ -271,3 +281,20 @@ async def confirm_password_reset(
     await reset.complete_reset(
         session=session, token=data.token, new_password=data.new_password, settings=settings
     )
+
+
+@router.post("/auth/verify-email", status_code=status.HTTP_204_NO_CONTENT)
+async def verify_email(data: VerifyEmail, session: Session, settings: SettingsDep) -> None:
+    """Confirm the email address with the token from the emailed link."""
+    await verification.confirm(session=session, token=data.token, settings=settings)
+
+
+@router.post("/auth/verify-email/resend", status_code=status.HTTP_202_ACCEPTED)
+async def resend_verification(
+    request: Request, actor: CurrentActor, session: Session, settings: SettingsDep
+) -> dict[str, bool]:
+    """Email the confirmation link again (``sent`` is false when already confirmed)."""
+    sent = await verification.resend(
+        session=session, actor=actor, base_url=str(request.base_url), settings=settings
+    )
+    return {"sent": sent}

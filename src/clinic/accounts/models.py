@@ -44,6 +44,9 @@ class User(Base):
     time_zone: Mapped[str] = mapped_column(String(64))
     is_smoke: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     """The synthetic smoke-test accounts: hidden from search and reports."""
+    email_verification_pending: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    """True from self-registration until the emailed link is opened; a patient cannot book
+    meanwhile. Accounts made by seeds, admins and tests start verified."""
     session_generation: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     """Signed into every session cookie; raising it ends every session started before."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=text("now()"))

@@ -2,25 +2,21 @@
 stored. Asking gives the same answer whether or not the address has an account; using the
 token sets the password, ends every session, lifts the login lockout and is audited.
 
-The email goes through the clinic's outbox like every other (a ``send_email`` job deferred in
-the same transaction as the token, so neither exists without the other). ``clinic.notify``
-sits above accounts, so the email is composed here, as the plain data its job sends.
+The email goes through the clinic's outbox (``clinic.accounts.emails``), deferred in the same
+transaction as the token, so neither exists without the other.
 """
 
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
-from email.utils import parseaddr
-from typing import Any
 from urllib.parse import urlencode
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from clinic.accounts import lockout
+from clinic.accounts import emails, lockout
 from clinic.accounts.models import PasswordReset, Role, User
-from clinic.core import audit, jobs
+from clinic.core import audit
 from clinic.core.config import Settings
 from clinic.core.db import utcnow
 from clinic.core.errors import InvalidInput
@@ -70,35 +66,21 @@ async def request_reset(
         )
         session.add(reset)
         await session.flush()
-        link = (
-            f"{(settings.public_url or base_url).rstrip('/')}{PATH}?{urlencode({'token': token})}"
+        url = emails.link(settings, base_url, f"{PATH}?{urlencode({'token': token})}")
+        minutes = int(settings.password_reset_ttl.total_seconds() // 60)
+        await emails.defer_email(
+            session,
+            user=user,
+            subject="Reset your clinic password",
+            body=(
+                "someone (we hope you) asked to reset the password of your clinic account.\n"
+                f"Choose a new password here within {minutes} minutes:\n\n{url}\n\n"
+                "The link works once. If you did not ask for it, ignore this email: your\n"
+                "password stays as it is.\n"
+            ),
+            key=f"password-reset:{reset.id}",
+            settings=settings,
         )
-        email_args = _email(user, link, reset.id, now, settings)
-        await jobs.defer(session, jobs.SEND_EMAIL, {"kind": "composed", "email": email_args})
-
-
-def _email(
-    user: User, link: str, reset_id: int, now: datetime, settings: Settings
-) -> dict[str, Any]:
-    """The reset email as ``clinic.notify.mail.Email`` fields (the job's contract)."""
-    domain = parseaddr(settings.mail_from)[1].rpartition("@")[2] or "clinic.invalid"
-    minutes = int(settings.password_reset_ttl.total_seconds() // 60)
-    body = (
-        f"Hello {user.name},\n\n"
-        "someone (we hope you) asked to reset the password of your clinic account.\n"
-        f"Choose a new password here within {minutes} minutes:\n\n{link}\n\n"
-        "The link works once. If you did not ask for it, ignore this email: your password\n"
-        "stays as it is.\n"
-    )
-    return {
-        "dedupe_key": f"password-reset:{reset_id}",
-        "to": user.email,
-        "to_name": user.name,
-        "subject": "Reset your clinic password",
-        "body": body,
-        "message_id": f"<password-reset.{reset_id}@{domain}>",
-        "date": now.isoformat(),
-    }
 
 
 async def complete_reset(

@@ -99,6 +99,7 @@ class UserPublic(BaseModel):
     email: str
     role: str
     time_zone: str
+    email_verified: bool = True
 
 
 class PatientPublic(UserPublic):
@@ -135,3 +136,7 @@ class ResetRequest(_Strict):
 class ResetConfirm(_Strict):
     token: Annotated[Text, StringConstraints(min_length=1, max_length=200)]
     new_password: Password
+
+
+class VerifyEmail(_Strict):
+    token: Annotated[Text, StringConstraints(min_length=1, max_length=500)]

@@ -1,5 +1,5 @@
-"""Accounts: revocable sessions (a per-user session generation), expiring API tokens and
-password reset links.
+"""Accounts: revocable sessions (a per-user session generation), expiring API tokens,
+password reset links and email verification.
 
 Expand only: new columns, each with a default or nullable, so the release before keeps
 reading and writing both tables.
@@ -26,6 +26,15 @@ def upgrade() -> None:
     op.add_column(
         "users",
         sa.Column("session_generation", sa.Integer(), server_default=sa.text("0"), nullable=False),
+    )
+    op.add_column(
+        "users",
+        sa.Column(
+            "email_verification_pending",
+            sa.Boolean(),
+            server_default=sa.text("false"),
+            nullable=False,
+        ),
     )
     op.add_column("api_tokens", sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True))
     op.create_table(
@@ -59,4 +68,5 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_password_resets_user_id"), table_name="password_resets")
     op.drop_table("password_resets")
     op.drop_column("api_tokens", "expires_at")
+    op.drop_column("users", "email_verification_pending")
     op.drop_column("users", "session_generation")
