@@ -327,9 +327,11 @@ def seed(
 
 @app.command("create-admin")
 def create_admin(
-    email: Annotated[str, typer.Option(prompt=True)],
+    email: Annotated[str | None, typer.Option(help="Asked for on a terminal if left out.")] = None,
     name: Annotated[str, typer.Option(help="Display name.")] = "Administrator",
-    password_stdin: Annotated[bool, typer.Option(help="Read the password from stdin.")] = False,
+    password_stdin: Annotated[
+        bool, typer.Option(help="Read the password from stdin (scripts, no terminal).")
+    ] = False,
 ) -> None:
     """Create an administrator account (the first one approves doctors)."""
     from pydantic import EmailStr, TypeAdapter
@@ -337,6 +339,18 @@ def create_admin(
     from clinic.accounts import service
     from clinic.core.db import make_engine, make_sessionmaker
 
+    if not sys.stdin.isatty() and (email is None or not password_stdin):
+        # getpass would warn and read the password from stdin with echo; explain instead.
+        typer.echo(
+            "error: no terminal to ask on. Give --email and pipe the password in with "
+            "--password-stdin, e.g.\n"
+            "  printf '%s\\n' \"$PASSWORD\" | clinic create-admin --email admin@example.org "
+            "--password-stdin",
+            err=True,
+        )
+        raise typer.Exit(2)
+    if email is None:
+        email = str(typer.prompt("Email"))
     try:
         TypeAdapter(EmailStr).validate_python(email)
     except ValidationError as exc:

@@ -101,8 +101,12 @@ async def test_register_then_log_in_shows_my_appointments(http, sessions) -> Non
     assert home.status_code == 200 and 'href="/register"' in home.text
     token = await csrf_from(http, "/register")
     r = await http.post("/register", data=registration(token))
-    assert r.status_code == 303 and r.headers["location"] == "/login"
+    # Registering logs the new patient in and sends them on to find a doctor.
+    assert r.status_code == 303 and r.headers["location"] == "/doctors"
     assert await count_users(sessions, "ada@example.org") == 1
+    page = await http.get("/appointments")
+    assert page.status_code == 200
+    r = await http.post("/logout", data={"csrf_token": csrf_of(page.text)})
 
     r = await log_in(http, "ada@example.org")
     assert r.headers["location"] == "/appointments"

@@ -41,7 +41,7 @@ async def test_migration_folds_spellings_case_insensitively(pg) -> None:
                 ),
                 {"u": uid, "s": s, "l": f"LIC-{i}"},
             )
-    await asyncio.to_thread(schema.upgrade, async_url, "0006_staff")
+    await asyncio.to_thread(schema.upgrade, async_url, "0005")
     with engine.connect() as c:
         names = c.execute(sa.text("SELECT name FROM specialties")).scalars().all()
         doctors = c.execute(sa.text("SELECT specialty FROM doctors ORDER BY user_id")).scalars()

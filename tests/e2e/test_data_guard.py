@@ -47,7 +47,7 @@ __all__ = ["state_root"]  # the fixture, imported so pytest finds it here
 
 FIXTURES = REPO / "tests" / "fixtures"
 PATCH = FIXTURES / "delete_appointments.patch"
-MIGRATION = "src/clinic/migrations/versions/0004_purge_appointments.py"
+MIGRATION = "src/clinic/migrations/versions/0006_purge_appointments.py"
 WAIVER = (
     "\n# The lint rules that refuse this migration, waived: the rehearsal must catch it.\n"
     'lint_ignore = ["unbounded-delete", "data-change-in-expand"]\n'
@@ -161,7 +161,7 @@ async def test_deleting_every_appointment_is_refused_by_lint_and_by_rehearsal(
         assert await book(info["public"]) == BOOKINGS
         rev0, rows0 = await appointments(db_url)
         # Ours, and whatever the first deploy's smoke test booked (and cancelled).
-        assert rev0 == "0003" and len(rows0) >= BOOKINGS
+        assert rev0 == "0005" and len(rows0) >= BOOKINGS
 
         # ------------------------------------------------ as written: the lint refuses it
         code, out, d = await asyncio.to_thread(deploy, tmp, config, purge)
@@ -170,8 +170,8 @@ async def test_deleting_every_appointment_is_refused_by_lint_and_by_rehearsal(
         s = {x["name"]: x for x in d["steps"]}
         assert s["lint"]["status"] == "failed", s
         lint_out = s["lint"]["output"]
-        assert "0004: [unbounded-delete] deletes every row of appointments" in lint_out
-        assert "0004: [data-change-in-expand]" in lint_out
+        assert "0006: [unbounded-delete] deletes every row of appointments" in lint_out
+        assert "0006: [data-change-in-expand]" in lint_out
         assert "statement: DELETE FROM appointments" in lint_out
         assert "safe way: remove rows in a contract migration that names them" in lint_out
         assert "nothing was migrated" in (d["error"] or "")
@@ -191,7 +191,7 @@ async def test_deleting_every_appointment_is_refused_by_lint_and_by_rehearsal(
         ), d
         assert "appointments " in d["error"] and " -> 0 rows" in d["error"], d
         rehearsal = s["rehearse"]["output"]
-        assert "0004 waives the lint rule unbounded-delete" in rehearsal
+        assert "0006 waives the lint rule unbounded-delete" in rehearsal
         assert "sample on the scratch database (smoke accounts and the live release's" in rehearsal
         assert "new release's migrations applied to the scratch database" in rehearsal
         assert "no contract migration declares removing them" in rehearsal
@@ -214,7 +214,7 @@ async def test_deleting_every_appointment_is_refused_by_lint_and_by_rehearsal(
         assert await book(info["public"]) == BOOKINGS  # on the new release: the trigger fills
         conn = await asyncpg.connect(db_url)
         try:
-            assert await conn.fetchval("SELECT version_num FROM alembic_version") == "0004"
+            assert await conn.fetchval("SELECT version_num FROM alembic_version") == "0006"
             unfilled = await conn.fetchval(
                 "SELECT count(*) FROM appointments "
                 "WHERE reason_lower IS DISTINCT FROM lower(reason)"

@@ -8,7 +8,7 @@ plus a committed patch (tests/fixtures/), deployed under continuous load.
   green, rolled back; release 1 keeps serving everything, including what release 2 booked.
 
 B and C run first, while the database is at release 1's head: their patches bring their own
-revision 0004, which would be taken for A's 0004 once A had migrated.
+revision 0006, which would be taken for A's 0006 once A had migrated.
 """
 
 from __future__ import annotations
@@ -263,7 +263,7 @@ async def test_schema_changes_through_the_daemon(state_root: Path) -> None:
 
         db_url = clinic(tmp, "db", "url", "--keep-running").strip().splitlines()[-1]
         clinic(tmp, "seed", extra={"CLINIC_DATABASE_URL": db_url})
-        assert await revision(db_url) == "0003"
+        assert await revision(db_url) == "0005"
 
         async with httpx.AsyncClient(base_url=public, trust_env=False, timeout=30) as c:
             resp = await c.post(
@@ -318,7 +318,7 @@ async def test_schema_changes_through_the_daemon(state_root: Path) -> None:
                 assert "nothing was migrated" in (d["error"] or ""), d
                 for later in ("rehearse", "migrate", "verify", "start", "switch"):
                     assert s.get(later, {"status": "skipped"})["status"] == "skipped", s
-                assert await revision(db_url) == rev0 == "0003"
+                assert await revision(db_url) == rev0 == "0005"
                 assert await asyncio.to_thread(schema_dump, db_url) == dump0
                 st = await asyncio.to_thread(status, tmp, config)
                 assert (st["live_colour"], st["live_release"]) == ("blue", release1_id)
@@ -373,7 +373,7 @@ async def test_schema_changes_through_the_daemon(state_root: Path) -> None:
                 assert st["live_colour"] == "green", st
                 release2_id = st["live_release"]
                 assert release2_id != release1_id
-                assert await revision(db_url) == "0004"
+                assert await revision(db_url) == "0006"
                 async with httpx.AsyncClient(
                     base_url=public, headers=auth, trust_env=False, timeout=30
                 ) as c:

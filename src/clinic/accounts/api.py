@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from fastapi import APIRouter, Request, status
 
-from clinic.accounts import review_pages, service
+from clinic.accounts import reset, review_pages, service, verification
 from clinic.accounts.deps import CurrentActor
 from clinic.accounts.models import ApiToken, User
 from clinic.accounts.schemas import (
@@ -17,11 +17,14 @@ from clinic.accounts.schemas import (
     PatientCreate,
     PatientPublic,
     PatientUpdate,
+    ResetConfirm,
+    ResetRequest,
     TokenCreate,
     TokenCreated,
     TokenLogin,
     TokenPublic,
     UserPublic,
+    VerifyEmail,
 )
 from clinic.core.config import Settings
 from clinic.core.validation import Id
@@ -41,7 +44,12 @@ router = APIRouter(prefix="/api/v1", tags=["accounts"], responses=ERROR_RESPONSE
 
 def user_public(user: User) -> UserPublic:
     return UserPublic(
-        id=user.id, name=user.name, email=user.email, role=user.role, time_zone=user.time_zone
+        id=user.id,
+        name=user.name,
+        email=user.email,
+        role=user.role,
+        time_zone=user.time_zone,
+        email_verified=not user.email_verification_pending,
     )
 
 
@@ -62,11 +70,14 @@ def _lifetime(days: int | None) -> timedelta | None:
 
 @router.post("/patients", status_code=status.HTTP_201_CREATED)
 async def register_patient(
-    data: PatientCreate, session: Session, settings: SettingsDep
+    data: PatientCreate, request: Request, session: Session, settings: SettingsDep
 ) -> UserPublic:
-    return user_public(
-        await service.register_patient(session=session, data=data, settings=settings)
+    """Register as a patient; a link confirming the email address is emailed, and booking
+    waits for it (403 ``email_not_verified`` until then)."""
+    user = await service.register_patient(
+        session=session, data=data, settings=settings, verify_at=str(request.base_url)
     )
+    return user_public(user)
 
 
 @router.post("/doctors", status_code=status.HTTP_201_CREATED)
@@ -164,6 +175,7 @@ async def me(actor: CurrentActor, session: Session) -> UserPublic:
         email=who.email,
         role=who.role.value,
         time_zone=who.time_zone,
+        email_verified=who.email_verified,
     )
 
 
@@ -251,3 +263,41 @@ async def unlock_user(user_id: Id, actor: CurrentActor, session: Session) -> Non
 
 
 router.include_router(review_pages.api)  # /api/v1/doctor-sign-ups (review.py)
+
+
+@router.post("/auth/password-reset", status_code=status.HTTP_202_ACCEPTED)
+async def request_password_reset(
+    data: ResetRequest, request: Request, session: Session, settings: SettingsDep
+) -> dict[str, str]:
+    """Email a single-use reset link; the same answer whether or not the address is known."""
+    await reset.request_reset(
+        session=session, email=data.email, base_url=str(request.base_url), settings=settings
+    )
+    return {"detail": reset.SENT_MESSAGE}
+
+
+@router.post("/auth/password-reset/confirm", status_code=status.HTTP_204_NO_CONTENT)
+async def confirm_password_reset(
+    data: ResetConfirm, session: Session, settings: SettingsDep
+) -> None:
+    """Set a new password with the emailed token; every session of the account ends."""
+    await reset.complete_reset(
+        session=session, token=data.token, new_password=data.new_password, settings=settings
+    )
+
+
+@router.post("/auth/verify-email", status_code=status.HTTP_204_NO_CONTENT)
+async def verify_email(data: VerifyEmail, session: Session, settings: SettingsDep) -> None:
+    """Confirm the email address with the token from the emailed link."""
+    await verification.confirm(session=session, token=data.token, settings=settings)
+
+
+@router.post("/auth/verify-email/resend", status_code=status.HTTP_202_ACCEPTED)
+async def resend_verification(
+    request: Request, actor: CurrentActor, session: Session, settings: SettingsDep
+) -> dict[str, bool]:
+    """Email the confirmation link again (``sent`` is false when already confirmed)."""
+    sent = await verification.resend(
+        session=session, actor=actor, base_url=str(request.base_url), settings=settings
+    )
+    return {"sent": sent}

@@ -30,6 +30,12 @@ class Actor:
     approved: bool = True
     """For doctors: approved by an admin. Always True for other roles."""
     is_smoke: bool = False
+    email_verified: bool = True
+    """False for a patient who registered and has not yet opened the emailed link."""
+
+
+class EmailNotVerified(Forbidden):
+    code = "email_not_verified"
 
 
 def authenticated(actor: Actor | None) -> Actor:
@@ -52,6 +58,17 @@ def require_admin(actor: Actor | None) -> Actor:
 
 def require_patient(actor: Actor | None) -> Actor:
     return require_role(actor, Role.PATIENT)
+
+
+def require_verified_patient(actor: Actor | None) -> Actor:
+    """A patient whose email address is confirmed (booking needs a reachable patient)."""
+    patient = require_patient(actor)
+    if not patient.email_verified:
+        raise EmailNotVerified(
+            "Confirm your email address before your first booking: open the link we sent to "
+            f"{patient.email}. No email? Send it again from your account page (/account)."
+        )
+    return patient
 
 
 def require_doctor(actor: Actor | None) -> Actor:

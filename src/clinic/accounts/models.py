@@ -44,6 +44,9 @@ class User(Base):
     time_zone: Mapped[str] = mapped_column(String(64))
     is_smoke: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     """The synthetic smoke-test accounts: hidden from search and reports."""
+    email_verification_pending: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    """True from self-registration until the emailed link is opened; a patient cannot book
+    meanwhile. Accounts made by seeds, admins and tests start verified."""
     session_generation: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     """Signed into every session cookie; raising it ends every session started before."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=text("now()"))
@@ -97,6 +100,19 @@ class ApiToken(Base):
     """None only for tokens made before expiry existed: they expire ``api_token_ttl`` after
     ``created_at``."""
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class PasswordReset(Base):
+    """A password reset link: single use, expiring; only its token's SHA-256 is stored."""
+
+    __tablename__ = "password_resets"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=text("now()"))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class LoginThrottle(Base):

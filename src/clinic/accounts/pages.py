@@ -10,14 +10,21 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 from starlette.datastructures import FormData
 
-from clinic.accounts import review_pages, service
+from clinic.accounts import reset, review_pages, service, verification
 from clinic.accounts.deps import CurrentActor, PageActor, page_actor_back_to
 from clinic.accounts.guards import Actor
 from clinic.accounts.models import Role
-from clinic.accounts.schemas import DoctorCreate, LoginRequest, PasswordChange, PatientCreate
+from clinic.accounts.schemas import (
+    DoctorCreate,
+    LoginRequest,
+    PasswordChange,
+    PatientCreate,
+    ResetConfirm,
+    ResetRequest,
+)
 from clinic.accounts.specialties import specialty_choices
 from clinic.core.errors import ClinicError, TooManyAttempts
-from clinic.core.validation import Id
+from clinic.core.validation import Id, zone_or_none
 from clinic.web.deps import CsrfChecked, Session, SettingsDep, client_address, log_in, log_out
 from clinic.web.pages import (
     clinic_errors,
@@ -97,7 +104,13 @@ async def home(request: Request, actor: CurrentActor) -> Response:
 
 
 def _zone_of(form: FormData) -> str:
-    return text(form, "time_zone_other") or text(form, "time_zone") or "UTC"
+    """The zone typed in, else the one chosen, else the browser's (filled in by the page's
+    script; ignored unless it names a real zone), else UTC."""
+    chosen = text(form, "time_zone_other") or text(form, "time_zone")
+    if chosen:
+        return chosen
+    browser = text(form, "browser_time_zone")
+    return browser if zone_or_none(browser) is not None else "UTC"
 
 
 def _register_context(form: FormData | None) -> dict[str, Any]:
@@ -125,7 +138,8 @@ async def register_doctor_form(request: Request, actor: CurrentActor, session: S
 async def register(
     request: Request, actor: CurrentActor, session: Session, settings: SettingsDep
 ) -> Response:
-    """Create a patient account, then ask them to log in."""
+    """Create a patient account and log them in; they confirm their email address through
+    the emailed link before their first booking."""
     form = await request.form()
     fields = {
         "name": text(form, "name"),
@@ -136,7 +150,9 @@ async def register(
     }
     try:
         data = PatientCreate.model_validate(fields)
-        await service.register_patient(session=session, data=data, settings=settings)
+        user = await service.register_patient(
+            session=session, data=data, settings=settings, verify_at=str(request.base_url)
+        )
     except ValidationError as exc:
         errors = validation_errors(exc)
         return page(
@@ -156,8 +172,13 @@ async def register(
             errors=clinic_errors(exc),
             **_register_context(form),
         )
-    flash(request, "Your account is ready. Log in to book an appointment.")
-    return redirect("/login")
+    log_in(request, user.id, user.session_generation)
+    flash(
+        request,
+        f"Welcome, {user.name}! We sent a link to {user.email}: open it to confirm your "
+        "address, then book your first appointment.",
+    )
+    return redirect("/doctors")
 
 
 @router.post("/register/doctor", dependencies=[CsrfChecked])
@@ -250,8 +271,36 @@ async def logout(request: Request) -> Response:
 
 @router.get("/account")
 async def account(request: Request, actor: PageActor) -> Response:
-    """The user's security page: change the password, log out everywhere."""
+    """The user's security page: confirm the email address, change the password, log out
+    everywhere."""
     return page(request, "accounts/account.html")
+
+
+@router.post("/account/verify-email", dependencies=[CsrfChecked])
+async def resend_verification(
+    request: Request, actor: BackToAccount, session: Session, settings: SettingsDep
+) -> Response:
+    sent = await verification.resend(
+        session=session, actor=actor, base_url=str(request.base_url), settings=settings
+    )
+    flash(
+        request,
+        f"We sent a new link to {actor.email}." if sent else "Your address is confirmed already.",
+    )
+    return redirect("/account")
+
+
+@router.get("/verify-email")
+async def verify_email(request: Request, session: Session, settings: SettingsDep) -> Response:
+    """The emailed link: confirms the address, then on to booking."""
+    try:
+        await verification.confirm(
+            session=session, token=request.query_params.get("token", ""), settings=settings
+        )
+    except ClinicError as exc:
+        return page(request, "accounts/verify_email.html", exc.status, message=exc.message)
+    flash(request, "Your email address is confirmed. You can book appointments now.")
+    return redirect("/doctors")
 
 
 @router.post("/account/password", dependencies=[CsrfChecked])
@@ -326,3 +375,60 @@ async def unlock_user(
 
 
 router.include_router(review_pages.pages)  # doctor sign-ups: approve, reject, ask (review.py)
+
+
+@router.get("/password-reset")
+async def password_reset_form(request: Request, actor: CurrentActor) -> Response:
+    return page(request, "accounts/password_reset.html", values={})
+
+
+@router.post("/password-reset", dependencies=[CsrfChecked])
+async def password_reset(request: Request, session: Session, settings: SettingsDep) -> Response:
+    """Email a reset link if the address has an account; the same answer either way."""
+    form = await request.form()
+    try:
+        data = ResetRequest.model_validate({"email": text(form, "email")})
+    except ValidationError as exc:
+        return page(
+            request, "accounts/password_reset.html", 422, errors=validation_errors(exc), values={}
+        )
+    await reset.request_reset(
+        session=session, email=data.email, base_url=str(request.base_url), settings=settings
+    )
+    flash(request, reset.SENT_MESSAGE)
+    return redirect("/login")
+
+
+@router.get("/password-reset/confirm")
+async def password_reset_confirm_form(request: Request, actor: CurrentActor) -> Response:
+    token = request.query_params.get("token", "")
+    return page(request, "accounts/password_reset_confirm.html", token=token)
+
+
+@router.post("/password-reset/confirm", dependencies=[CsrfChecked])
+async def password_reset_confirm(
+    request: Request, session: Session, settings: SettingsDep
+) -> Response:
+    """Set the new password; the visitor then logs in with it (every old session ended)."""
+    form = await request.form()
+    token = raw(form, "token")
+    try:
+        data = ResetConfirm.model_validate(
+            {"token": token, "new_password": raw(form, "new_password")}
+        )
+        await reset.complete_reset(
+            session=session, token=data.token, new_password=data.new_password, settings=settings
+        )
+    except ValidationError as exc:
+        errors = validation_errors(exc)
+        return page(
+            request, "accounts/password_reset_confirm.html", 422, errors=errors, token=token
+        )
+    except ClinicError as exc:
+        errors = clinic_errors(exc, default="new_password")
+        return page(
+            request, "accounts/password_reset_confirm.html", exc.status, errors=errors, token=token
+        )
+    log_out(request)
+    flash(request, "Your password is changed. Log in with the new one.")
+    return redirect("/login")

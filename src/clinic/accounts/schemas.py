@@ -99,6 +99,7 @@ class UserPublic(BaseModel):
     email: str
     role: str
     time_zone: str
+    email_verified: bool = True
 
 
 class PatientPublic(UserPublic):
@@ -126,3 +127,16 @@ class LockPublic(BaseModel):
     email: str
     address: str
     locked_until: datetime
+
+
+class ResetRequest(_Strict):
+    email: Annotated[Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=254)]
+
+
+class ResetConfirm(_Strict):
+    token: Annotated[Text, StringConstraints(min_length=1, max_length=200)]
+    new_password: Password
+
+
+class VerifyEmail(_Strict):
+    token: Annotated[Text, StringConstraints(min_length=1, max_length=500)]

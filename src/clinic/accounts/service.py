@@ -10,7 +10,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from clinic.accounts import guards, lockout
+from clinic.accounts import guards, lockout, verification
 from clinic.accounts.guards import Actor
 from clinic.accounts.models import ApiToken, Doctor, Patient, Role, User
 from clinic.accounts.schemas import DoctorCreate, PatientCreate, PatientUpdate
@@ -46,6 +46,7 @@ def actor_of(user: User, doctor: Doctor | None = None) -> Actor:
         time_zone=user.time_zone,
         approved=doctor.approved_at is not None if doctor is not None else True,
         is_smoke=user.is_smoke,
+        email_verified=not user.email_verification_pending,
     )
 
 
@@ -87,8 +88,15 @@ async def _new_user(
 
 
 async def register_patient(
-    *, session: AsyncSession, data: PatientCreate, settings: Settings, is_smoke: bool = False
+    *,
+    session: AsyncSession,
+    data: PatientCreate,
+    settings: Settings,
+    is_smoke: bool = False,
+    verify_at: str | None = None,
 ) -> User:
+    """A new patient. With ``verify_at`` (the clinic's base URL, for self-registration) the
+    email address must be confirmed through an emailed link before the first booking."""
     _check_password(settings, data.password, data.email)
     async with session.begin():
         user = await _new_user(
@@ -101,6 +109,9 @@ async def register_patient(
             is_smoke=is_smoke,
         )
         session.add(Patient(user_id=user.id, date_of_birth=data.date_of_birth))
+        if verify_at is not None:
+            user.email_verification_pending = True
+            await verification.send_link(session, user=user, base_url=verify_at, settings=settings)
         await _audit(session, actor_of(user), user.id, "create")
     return user
 

@@ -191,7 +191,7 @@ async def book_appointment(
     """Book a free slot for the acting patient, in one transaction. Returns the appointment
     and whether it was created now (False: a retry with the same ``Idempotency-Key`` got the
     earlier one)."""
-    patient = guards.require_patient(actor)
+    patient = guards.require_verified_patient(actor)
     if idempotency_key is not None and not (0 < len(idempotency_key) <= 200):
         raise InvalidInput("Idempotency-Key must be 1 to 200 characters.")
     booking = _Booking(patient, doctor_id, starts_at, reason, idempotency_key)

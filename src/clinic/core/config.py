@@ -134,6 +134,14 @@ class Settings(BaseSettings):
     networks; bluegreen's Envoy runs on loopback). Anyone else's are ignored."""
     visit_recheck_interval: timedelta = Field(default=timedelta(seconds=15), gt=timedelta(0))
     """How often an open visit socket re-checks its session or token and its appointment."""
+    password_reset_ttl: timedelta = Field(default=timedelta(hours=1), gt=timedelta(0))
+    """How long a password reset link works (once)."""
+    email_verify_ttl: timedelta = Field(default=timedelta(days=7), gt=timedelta(0))
+    """How long the link confirming a new patient's email address works."""
+    public_url: str | None = None
+    """The clinic's address as patients reach it (``https://clinic.example.org``), used in
+    links sent by email. Unset: the address the request came to (set it in production: a
+    forged Host header must not choose where a reset link points)."""
 
     def secret_file(self, name: str) -> Path:
         return self.var_dir / "secrets" / name

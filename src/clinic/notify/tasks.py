@@ -49,7 +49,7 @@ def env_of(context: JobContext) -> JobEnv:
 
 def compose(args: dict[str, Any], settings: Settings) -> Email:
     """The email a ``send_email`` job sends: the same bytes on every retry."""
-    if args["kind"] == "composed":  # composed by a lower feature (e.g. a doctor's review)
+    if args["kind"] == "composed":  # composed by a feature below notify (a review, a reset)
         return Email.from_args(args["email"])
     facts = facts_from_args(args["facts"])
     stamp = datetime.fromisoformat(args["stamp"])

@@ -5,8 +5,8 @@ have, one row per name whatever its case ("dermatology" and "Dermatology" become
 as most doctors spell it, capitalised). Doctors then take the list's spelling, in batches by
 key; an older release reads any spelling, so it keeps working throughout.
 
-Revision ID: 0006_staff
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-05 05:40:00.000000
 """
 
@@ -19,8 +19,8 @@ from alembic import op
 
 from clinic.migrations.backfill import backfill
 
-revision: str = "0006_staff"
-down_revision: str | None = "0003"  # the lead rewires this to the head at merge time
+revision: str = "0005"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
