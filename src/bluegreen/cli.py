@@ -43,6 +43,7 @@ from bluegreen.environment import base_env
 from bluegreen.errors import BluegreenError
 from bluegreen.hooks import squawk_executable
 from bluegreen.private import open_private_binary
+from bluegreen.summary import deploy_line
 
 app = typer.Typer(
     help="Blue/green deployments for an HTTP app described by bluegreen.toml.",
@@ -413,10 +414,9 @@ def _print_status(st: dict[str, Any]) -> None:
             f"{c}: {r['requests_per_s']} req/s, error rate {r.get('error_rate', 0.0):.2%} "
             f"({r['errors_5xx_per_s']} 5xx/s, last minute)"
         )
-    running = st.get("running_deploy")
-    if running:
-        step = next((s["name"] for s in running["steps"] if s["status"] == "running"), "?")
-        console.print(f"deploy #{running['id']} of {running['release_id']} running: {step}")
+    line = deploy_line(st.get("running_deploy"), st.get("warm"))
+    if line is not None:
+        console.print(line, markup=False, highlight=False)
 
 
 def _database_in_use(cfg: Config) -> bool:

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
@@ -22,6 +23,7 @@ from bluegreen.config import Config, load_config
 from bluegreen.controller import DeployRequest
 from bluegreen.daemon import Daemon
 from bluegreen.state import Deploy
+from bluegreen.summary import deploy_line
 
 pytestmark = [
     pytest.mark.slow,
@@ -292,9 +294,22 @@ async def test_blue_green_under_load_zero_failures_then_warm_rollback(
     assert before and {r.colour for r in before} == {"blue"}
     assert daemon.state.current().live_colour == "green"
 
-    # Blue is still warm: a rollback switches back at once.
+    # Blue is still warm: status says the deploy succeeded and until when blue stays warm.
     blue_pids = {i.id: i.pid for i in daemon.supervisor.instances("blue")}
     async with admin(daemon) as api:
+        status = (await api.get("/api/status")).json()
+        retire = next(s for s in second.steps if s.name == "retire")
+        assert status["warm"] == {
+            "colour": "blue",
+            "release": daemon.state.current().previous_release,
+            "until": (retire.started_at + timedelta(seconds=30)).isoformat(),
+        }
+        assert deploy_line(status["running_deploy"], status["warm"]) == (
+            f"deploy #{second_id} of {second.release_id} succeeded; blue (old colour) warm "
+            f"until {(retire.started_at + timedelta(seconds=30)).astimezone():%H:%M}: "
+            "`bluegreen rollback` is instant until then"
+        )
+        # A rollback switches back at once.
         resp = await api.post("/api/rollback")
         assert resp.status_code == 200, resp.text
     # At once: the warm blue instances take traffic back, none is restarted (their pids
