@@ -283,7 +283,6 @@ async def test_blue_green_under_load_zero_failures_then_warm_rollback(
     second = daemon.state.deploy(second_id)
     assert second is not None
     assert load.failures() == [], load.failures()[:5]
-    assert len(load.results) > 200
     switch = next(s for s in second.steps if s.name == "switch")
     assert switch.finished_at is not None
     after = [r for r in load.results if r.started > switch.finished_at.timestamp()]
@@ -409,16 +408,22 @@ async def test_kill_9_of_an_instance_under_load_no_failed_requests(
     pids.note()
     async with Load(daemon.public_url + "/version") as load:
         await asyncio.sleep(0.5)
+        killed_at = time.time()
         os.kill(old_pid, signal.SIGKILL)
         await eventually(
             lambda: victim.restarts >= 1 and victim.healthy and victim.pid != old_pid,
             15,
             "victim restarted",
         )
+        restarted_at = time.time()
         pids.note()
-        await asyncio.sleep(0.5)
+        await eventually(
+            lambda: any(r.started > restarted_at for r in load.results), 15, "load after restart"
+        )
     assert load.failures() == [], load.failures()[:5]
-    assert len(load.results) > 100
+    # The load spanned the kill and the restart (asserted by order, not by a rate).
+    assert any(r.finished < killed_at for r in load.results)
+    assert any(killed_at < r.started < restarted_at for r in load.results)
 
 
 async def test_manual_deploy_waits_for_promote_and_cli_works(
