@@ -15,7 +15,8 @@ Promises:
 Endpoints (JSON unless noted):
 
 =======  ==========================  ====================================================
-GET      /api/status                 live colour/release, mode, instances, running deploy
+GET      /api/status                 live colour/release, mode, instances, running deploy,
+                                     ``warm``: old colour kept for rollback, and until when
 GET      /api/deploys?limit=N        deployment history, newest first, with steps
 GET      /api/deploys/{id}           one deploy with its steps
 POST     /api/deploys                ``{"ref"?, "path"?, "manual"?}`` → 202 ``{"deploy_id"}``
@@ -37,7 +38,7 @@ import html
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -215,6 +216,7 @@ def status_json(ctx: AdminContext) -> dict[str, Any]:
         "preview_colour": table.preview_colour(),
         "mode": table.mode,
         "running_deploy": None if running is None else deploy_json(running),
+        "warm": _warm(ctx, running, cur.live_colour, cur.previous_release),
         "awaiting_approval": (
             running is not None
             and (step := running.running_step()) is not None
@@ -237,6 +239,19 @@ def status_json(ctx: AdminContext) -> dict[str, Any]:
         "rates_last_minute": rates,
         "urls": ctx.urls,
     }
+
+
+def _warm(
+    ctx: AdminContext, running: Deploy | None, live: str | None, previous: str | None
+) -> dict[str, str | None] | None:
+    """While a deploy only keeps the old colour warm (its ``retire`` step): which colour,
+    and until when a rollback is instant."""
+    step = running.running_step() if running is not None else None
+    if step is None or step.name != "retire" or live is None:
+        return None
+    until = step.started_at + timedelta(seconds=ctx.config.timeouts.scale_down_delay)
+    old = next(c for c in COLOURS if c != live)
+    return {"colour": old, "release": previous, "until": until.isoformat()}
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:

@@ -9,6 +9,7 @@ else ``[listen] admin``) with the admin token (``BLUEGREEN_ADMIN_TOKEN`` or
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -27,6 +28,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from bluegreen import processes
 from bluegreen.config import Config, load_config
 from bluegreen.controller import DeployRequest
 from bluegreen.daemon import (
@@ -41,6 +43,7 @@ from bluegreen.environment import base_env
 from bluegreen.errors import BluegreenError
 from bluegreen.hooks import squawk_executable
 from bluegreen.private import open_private_binary
+from bluegreen.summary import deploy_line
 
 app = typer.Typer(
     help="Blue/green deployments for an HTTP app described by bluegreen.toml.",
@@ -411,10 +414,49 @@ def _print_status(st: dict[str, Any]) -> None:
             f"{c}: {r['requests_per_s']} req/s, error rate {r.get('error_rate', 0.0):.2%} "
             f"({r['errors_5xx_per_s']} 5xx/s, last minute)"
         )
-    running = st.get("running_deploy")
-    if running:
-        step = next((s["name"] for s in running["steps"] if s["status"] == "running"), "?")
-        console.print(f"deploy #{running['id']} of {running['release_id']} running: {step}")
+    line = deploy_line(st.get("running_deploy"), st.get("warm"))
+    if line is not None:
+        console.print(line, markup=False, highlight=False)
+
+
+def _database_in_use(cfg: Config) -> bool:
+    """A daemon of this state dir runs, or a process it started (an instance serving on
+    while the daemon is down): the shared database is theirs, never to be stopped here."""
+    info = read_info(cfg)
+    pid = info.get("pid") if info else None
+    return (isinstance(pid, int) and _pid_alive(pid)) or bool(processes.marked(cfg.state.dir))
+
+
+@contextlib.contextmanager
+def _database_for_command(
+    cfg: Config, env: dict[str, str], values: dict[str, Any]
+) -> Iterator[str]:
+    """``[database] url_command``'s URL for a one-off command. A database that no daemon or
+    instance uses is stopped afterwards (``stop_command``): a command that started the
+    embedded PostgreSQL for itself does not leave it running."""
+    assert cfg.database is not None
+    in_use = _database_in_use(cfg)
+    url = subprocess.run(
+        cfg.database.url_command.render(**values),
+        cwd=cfg.root,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    try:
+        if url.returncode != 0 or not url.stdout.strip():
+            _fail(f"cannot reach the database: {url.stderr.strip() or url.stdout.strip()}")
+        yield url.stdout.strip().splitlines()[-1]
+    finally:
+        if not in_use and cfg.database.stop_command is not None:
+            subprocess.run(
+                cfg.database.stop_command.render(**values),
+                cwd=cfg.root,
+                env=env,
+                capture_output=True,
+                check=False,
+            )
 
 
 @app.command("lint-migrations")
@@ -435,22 +477,19 @@ def lint_migrations(
     if mig is None:
         _fail("bluegreen.toml has no [migrations] section", 2)
     env = {**os.environ, **base_env(cfg)}
-    python = sys.executable
-    values = {"python": python, "release": "working-tree", "release_dir": cfg.root, "colour": "-"}
-    if not every and cfg.database is not None:
-        url = subprocess.run(
-            cfg.database.url_command.render(**values),
-            cwd=cfg.root,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
+    values = {
+        "python": sys.executable,
+        "release": "working-tree",
+        "release_dir": cfg.root,
+        "colour": "-",
+    }
+    with contextlib.ExitStack() as stack:
+        if not every and cfg.database is not None:
+            env[cfg.database.env] = stack.enter_context(_database_for_command(cfg, env, values))
+        argv = mig.plan.render(**values) + (["--from", "base"] if every else [])
+        out = subprocess.run(
+            argv, cwd=cfg.root, env=env, capture_output=True, text=True, check=False
         )
-        if url.returncode != 0:
-            _fail(f"cannot reach the database: {url.stderr.strip() or url.stdout.strip()}")
-        env[cfg.database.env] = url.stdout.strip().splitlines()[-1]
-    argv = mig.plan.render(**values) + (["--from", "base"] if every else [])
-    out = subprocess.run(argv, cwd=cfg.root, env=env, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         _fail(f"the plan command failed: {out.stderr.strip() or out.stdout.strip()}")
     try:

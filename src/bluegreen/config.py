@@ -31,7 +31,8 @@ resolved against the directory holding ``bluegreen.toml``.
     envoy_admin = ""                      # Envoy's own admin: loopback or a socket path
 
     [tls] [limits] [proxy]                # the data plane's TLS, limits and balancing:
-                                          # see bluegreen.dataplane.settings for every key
+    [identity]                            # and who runs the app, for its maintenance and
+                                          # pause pages: see bluegreen.dataplane.settings
 
     [timeouts]                            # seconds (int or float)
     start = 30                            # > 0: process start to first answer
@@ -420,6 +421,7 @@ def parse_config(
             "tls",
             "limits",
             "proxy",
+            "identity",
         },
     )
     app = _parse_app(_section(data, "app", required=True))

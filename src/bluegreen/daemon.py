@@ -26,6 +26,7 @@ import os
 import secrets
 import signal
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -44,6 +45,7 @@ from bluegreen.release import Release
 from bluegreen.scrub import KNOWN
 from bluegreen.state import StateStore
 from bluegreen.steps import ControlPlane
+from bluegreen.summary import ready_line
 from bluegreen.supervisor import Instance, Supervisor
 from bluegreen.traffic import StatsHistory
 
@@ -382,6 +384,32 @@ async def stop_leftovers(config: Config) -> list[str]:
     return notes
 
 
+async def wait_live(state: StateStore, deploy_id: int | None, *, poll: float = 0.2) -> bool:
+    """True once a colour is live; False if deploy ``deploy_id`` ended with none live."""
+    while True:
+        if state.current().live_colour is not None:
+            return True
+        deploy = state.deploy(deploy_id) if deploy_id is not None else None
+        if deploy is not None and deploy.status != "running":
+            return state.current().live_colour is not None
+        await asyncio.sleep(poll)
+
+
+async def _announce_ready(daemon: Daemon, started: float) -> None:
+    """Print one line once the app serves through Envoy (after the first deploy, if any)."""
+    if await wait_live(daemon.state, daemon.initial_deploy):
+        line = ready_line(
+            daemon.config.app.name,
+            public=daemon.public_url,
+            https=daemon.https_url,
+            dashboard=daemon.admin_url,
+            seconds=time.monotonic() - started,
+        )
+    else:
+        line = f"bluegreen: first deploy #{daemon.initial_deploy} failed: see `bluegreen history`"
+    print(line, flush=True)
+
+
 async def run_daemon(
     config: Config,
     *,
@@ -395,8 +423,10 @@ async def run_daemon(
     the daemon alone (an upgrade, a restart: Envoy, instances and database keep serving);
     SIGHUP (a closed terminal) is ignored: nothing goes down.
     """
+    started = time.monotonic()
     daemon = Daemon(config, token=token, initial=initial)
     loop = asyncio.get_running_loop()
+    ready: asyncio.Task[None] | None = None
     loop.add_signal_handler(signal.SIGINT, daemon.request_shutdown)
     loop.add_signal_handler(signal.SIGTERM, lambda: daemon.request_shutdown(everything=False))
     loop.add_signal_handler(signal.SIGHUP, lambda: logger.info("SIGHUP ignored: nothing stops"))
@@ -411,11 +441,16 @@ async def run_daemon(
             )
             if daemon.initial_deploy is not None:
                 print(f"bluegreen: first deploy #{daemon.initial_deploy} started", flush=True)
+            ready = asyncio.create_task(_announce_ready(daemon, started))
         await daemon.wait()
         if announce:
             what = "everything" if daemon.stop_everything else "the daemon (traffic goes on)"
             print(f"bluegreen: stopping {what}", flush=True)
     finally:
+        if ready is not None:
+            ready.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ready
         await daemon.stop(everything=daemon.stop_everything)
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)

@@ -15,9 +15,10 @@ Scheme (fast when dependencies do not change):
   from the release's ``pyproject.toml`` (the whole file's bytes if it has no
   ``[project]`` table), every ``requirements*.txt`` and ``requirements.lock``. The venv
   ``<releases_dir>/../envs/<deps_hash>`` holds the dependencies only. With a
-  ``requirements.lock`` (what ``make install`` installs) exactly that is installed,
-  ``pip install --require-hashes -r requirements.lock``: the versions CI tested, each
-  file checked against its hash; otherwise ``[project] dependencies`` plus
+  ``requirements.lock`` (what ``make install`` installs) its run-time part is installed
+  (the closure of ``[project] dependencies``, :mod:`bluegreen.lockfile`) with
+  ``pip install --require-hashes``: the versions CI tested, each file checked against its
+  hash; otherwise ``[project] dependencies`` plus
   ``requirements.txt`` (optional dependencies are hashed but not installed). It is
   complete once its marker file exists (written last); complete venvs are reused,
   incomplete ones rebuilt. With no dependencies the
@@ -47,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from bluegreen.errors import ReleaseError
+from bluegreen.lockfile import runtime_lock
 
 Log = Callable[[str], None]
 
@@ -54,6 +56,8 @@ IGNORED_NAMES: frozenset[str] = frozenset({".git", ".venv", "var", ".bluegreen",
 ENV_MARKER = ".bluegreen-complete"
 META_DIR = ".meta"
 LOCK_FILE = "requirements.lock"
+RUNTIME_LOCK = "requirements.runtime.lock"
+"""Written into the venv: the lock's entries the release needs at run time."""
 """Pinned, hashed requirements (``make lock``); installed instead of the loose ones."""
 _TMP_PREFIX = ".tmp-"
 
@@ -95,6 +99,8 @@ class DepsSpec:
     requirements: tuple[str, ...]
     requirement_files: tuple[Path, ...]
     lock: Path | None = None
+    lock_roots: tuple[str, ...] = ()
+    """``[project] dependencies``: what of the lock is installed (:mod:`bluegreen.lockfile`)."""
 
     @property
     def empty(self) -> bool:
@@ -297,7 +303,13 @@ def deps_spec(release_dir: Path, python: str) -> DepsSpec:
     lock = release_dir / LOCK_FILE
     if lock.is_file():
         h.update(b"lock\0" + lock.read_bytes() + b"\0")
-        return DepsSpec(hash=h.hexdigest()[:16], requirements=(), requirement_files=(), lock=lock)
+        return DepsSpec(
+            hash=h.hexdigest()[:16],
+            requirements=(),
+            requirement_files=(),
+            lock=lock,
+            lock_roots=tuple(requirements),
+        )
     main_req = release_dir / "requirements.txt"
     return DepsSpec(
         hash=h.hexdigest()[:16],
@@ -340,8 +352,14 @@ def ensure_env(
                 "--no-input",
             ]
             if deps.lock is not None:
-                # As `make install`: every package pinned and its file's hash checked.
-                pip += ["--require-hashes", "-r", str(deps.lock)]
+                # As `make install`: every package pinned and its file's hash checked; only
+                # what the release runs with, not the lock's development tools.
+                runtime = venv / RUNTIME_LOCK
+                runtime.write_text(
+                    runtime_lock(deps.lock.read_text(encoding="utf-8"), deps.lock_roots),
+                    encoding="utf-8",
+                )
+                pip += ["--require-hashes", "-r", str(runtime)]
             for f in deps.requirement_files:
                 pip += ["-r", str(f)]
             _stream([*pip, *deps.requirements], cwd=release_dir, log=log, what="pip install")

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from clinic.core.config import Settings
 from clinic.core.errors import ClinicError
+from clinic.health import uvicorn_log_config
 
 T = TypeVar("T")
 
@@ -128,6 +129,9 @@ def serve(
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
         log_level="info",
+        # Answered health checks (every second, from Envoy and the supervisor) stay out of
+        # the access log; failed ones are still logged.
+        log_config=uvicorn_log_config(),
         timeout_graceful_shutdown=10,
         ws_max_size=settings.max_websocket_message_bytes,
     )

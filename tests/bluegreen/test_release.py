@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bluegreen.errors import ReleaseError
+from bluegreen.lockfile import requirement_name, runtime_lock
 from bluegreen.release import Release, deps_spec, list_releases, prepare_release
 
 PYPROJECT = """\
@@ -325,10 +327,48 @@ def test_a_lock_replaces_the_loose_requirements_and_its_bytes_name_the_env(
     assert deps_spec(d, sys.executable).hash != locked.hash
 
 
-def test_the_repository_releases_install_from_its_lock() -> None:
+def test_the_repository_releases_install_the_run_time_part_of_its_lock() -> None:
     repo_root = Path(__file__).resolve().parents[2]
     spec = deps_spec(repo_root, sys.executable)
     assert spec.lock == repo_root / "requirements.lock" and spec.requirements == ()
+    runtime = runtime_lock(spec.lock.read_text(), spec.lock_roots)
+    pinned = {requirement_name(line) for line in runtime.splitlines() if line[:1].isalpha()}
+    # The app and what its dependencies pull in (uvicorn[standard] -> uvloop) ...
+    assert {"fastapi", "uvicorn", "uvloop", "starlette", "asyncpg"} <= pinned
+    # ... not the development tools, and every entry keeps its hashes.
+    assert not pinned & {"pytest", "mypy", "ruff", "playwright", "schemathesis", "uv"}
+    blocks = re.split(r"\n(?=[a-z])", runtime.strip())
+    assert len(blocks) == len(pinned) and all("--hash=sha256:" in b for b in blocks)
+
+
+LOCK = """\
+app-dep==1.0 \\
+    --hash=sha256:aaa
+    # via clinic (pyproject.toml)
+sub-dep==2.0 \\
+    --hash=sha256:bbb
+    # via
+    #   app-dep
+    #   dev-tool
+dev-tool==3.0 \\
+    --hash=sha256:ccc
+    # via clinic (pyproject.toml)
+dev-only==4.0 \\
+    --hash=sha256:ddd
+    # via dev-tool
+"""
+
+
+def test_the_run_time_lock_is_the_closure_of_the_dependencies() -> None:
+    runtime = runtime_lock(LOCK, ["App_Dep>=1"])
+    assert runtime.splitlines()[0] == "app-dep==1.0 \\"
+    names = [line.split("==")[0] for line in runtime.splitlines() if line[:1].isalpha()]
+    assert names == ["app-dep", "sub-dep"]
+    assert "--hash=sha256:aaa" in runtime and "--hash=sha256:bbb" in runtime
+    # No roots, or a lock without annotations: all of it (nothing can be left out safely).
+    assert runtime_lock(LOCK, []) == LOCK
+    plain = "a==1 --hash=sha256:x\nb==2 --hash=sha256:y\n"
+    assert runtime_lock(plain, ["a"]) == plain
 
 
 def wheel_sha256(wheel: Path) -> str:

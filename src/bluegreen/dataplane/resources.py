@@ -11,6 +11,7 @@ so "Envoy applied this file" is "Envoy reports this version".
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 from pathlib import PurePath
 from typing import Any
@@ -44,12 +45,32 @@ IDEMPOTENT = "GET|HEAD|OPTIONS|PUT|DELETE|TRACE"
 SAFE_RETRY_ON = "connect-failure,refused-stream,reset,reset-before-request"
 UNSAFE_RETRY_ON = "connect-failure,refused-stream,reset-before-request"
 
-MAINTENANCE_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Down for maintenance</title>
-<style>body{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem}
-</style></head><body><h1>Down for maintenance</h1>
-<p>We are updating the service. Please try again in a few minutes.</p></body></html>
-"""
+PAGE_STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;"
+    "color:#222}.emergency{border-left:.3rem solid #b3261e;padding:.2rem .8rem}"
+)
+
+
+def unavailable_page(title: str, message: str, s: DataPlaneSettings) -> str:
+    """The data plane's own HTML page (maintenance, pause past its bound), naming the app's
+    operator, how to reach them and what to do in an emergency (``[identity]``)."""
+    name = html.escape(s.identity_name)
+    parts = [
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{html.escape(title)}{' – ' + name if name else ''}</title>",
+        f"<style>{PAGE_STYLE}</style></head><body>",
+        f"<p><strong>{name}</strong></p>" if name else "",
+        f"<h1>{html.escape(title)}</h1><p>{html.escape(message)}</p>",
+        f"<p>Contact: {html.escape(s.identity_contact)}</p>" if s.identity_contact else "",
+        (
+            f'<p class="emergency" role="alert">{html.escape(s.identity_emergency)}</p>'
+            if s.identity_emergency
+            else ""
+        ),
+        "</body></html>\n",
+    ]
+    return "".join(parts)
 
 
 def seconds(value: float) -> str:
@@ -195,9 +216,21 @@ def routes(name: str, table: RoutingTable, s: DataPlaneSettings) -> Json:
     public = name != "preview"
     colour = table.live if public else table.preview_colour()
     if table.mode == "paused":
-        entries = [_error_route(503, "paused", "requests are paused, retry shortly", s)]
+        entries = _unavailable(
+            "paused",
+            "requests are paused, retry shortly",
+            "Back in a moment",
+            "We are switching to a new version. Please try again in a few seconds.",
+            s,
+        )
     elif table.mode == "maintenance" and public:
-        entries = [_direct(503, MAINTENANCE_PAGE, "text/html; charset=utf-8", s)]
+        entries = _unavailable(
+            "maintenance",
+            "down for maintenance, retry later",
+            "Down for maintenance",
+            "We are updating the service. Please try again in a few minutes.",
+            s,
+        )
     elif colour is None:
         entries = [_error_route(503, "nothing_live", "no version is deployed", s)]
     elif public:
@@ -351,27 +384,50 @@ def forged_shadow_host(s: DataPlaneSettings) -> Json:
     treats such a request as a side-effect-free shadow read (no audit row), so only Envoy's
     own mirror may send it. Mirrored requests go straight to a shadow cluster, past these
     routes."""
-    entry = _error_route(
-        400, "bad_host", "a Host ending in -shadow is reserved for mirrored requests", s
+    forged = {"name": ":authority", "string_match": {"safe_regex": {"regex": SHADOW_HOST}}}
+    return _error_route(
+        400,
+        "bad_host",
+        "a Host ending in -shadow is reserved for mirrored requests",
+        s,
+        match={"prefix": "/", "headers": [forged]},
     )
-    entry["match"] = {
-        "prefix": "/",
-        "headers": [{"name": ":authority", "string_match": {"safe_regex": {"regex": SHADOW_HOST}}}],
-    }
-    return entry
 
 
-def _error_route(status: int, error: str, detail: str, s: DataPlaneSettings) -> Json:
+def _error_route(
+    status: int, error: str, detail: str, s: DataPlaneSettings, *, match: Json | None = None
+) -> Json:
     body = json.dumps({"error": error, "detail": detail}) + "\n"
-    return _direct(status, body, "application/json", s)
+    return _direct(status, body, "application/json", s, match=match)
 
 
-def _direct(status: int, body: str, content_type: str, s: DataPlaneSettings) -> Json:
+BROWSER = {"name": "accept", "string_match": {"contains": "text/html"}}
+"""A browser asks for HTML; API clients (and ``/api/``) get JSON."""
+
+
+def _unavailable(
+    error: str, detail: str, title: str, message: str, s: DataPlaneSettings
+) -> list[Json]:
+    """503 with Retry-After: JSON under ``/api/`` and for API clients, the HTML page for a
+    browser (``Accept: text/html``), never raw JSON to a person."""
+    page = unavailable_page(title, message, s)
+    return [
+        _error_route(503, error, detail, s, match={"prefix": "/api/"}),
+        _direct(
+            503, page, "text/html; charset=utf-8", s, match={"prefix": "/", "headers": [BROWSER]}
+        ),
+        _error_route(503, error, detail, s),
+    ]
+
+
+def _direct(
+    status: int, body: str, content_type: str, s: DataPlaneSettings, *, match: Json | None = None
+) -> Json:
     headers = {"content-type": content_type, "cache-control": "no-store"}
     if status == 503:
         headers["retry-after"] = str(s.retry_after)
     return {
-        "match": {"prefix": "/"},
+        "match": match or {"prefix": "/"},
         "direct_response": {"status": status, "body": {"inline_string": body}},
         "response_headers_to_add": [
             {"header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}

@@ -47,6 +47,11 @@ Tables read (all keys optional, defaults shown by :class:`DataPlaneSettings`):
     retry_after = 5               # Retry-After of the data plane's own 503s
     workers = 0                   # Envoy worker threads; 0 = one per core
     drain_time = 10               # hot restart: seconds the old epoch drains
+
+    [identity]                    # shown on the data plane's own pages (maintenance, pause),
+    name = ""                     # which Envoy serves while every instance may be down:
+    contact = ""                  # e.g. "Tel. +49 30 1234567, info@clinic.example"
+    emergency = ""                # e.g. "In an emergency call 112."
 """
 
 from __future__ import annotations
@@ -120,6 +125,9 @@ class DataPlaneSettings:
     retry_after: int = 5
     workers: int = 0
     drain_time: float = 10.0
+    identity_name: str = ""
+    identity_contact: str = ""
+    identity_emergency: str = ""
 
     def with_ports(self, public: int = 0, https: int = 0, preview: int = 0) -> DataPlaneSettings:
         """Same settings on these ports (default: any free port); for tests and benches."""
@@ -152,7 +160,7 @@ _PROXY_SECONDS = (
 
 
 def parse_settings(raw: Mapping[str, Any], *, base_dir: Path) -> DataPlaneSettings:
-    """Read ``[listen]``, ``[tls]``, ``[limits]`` and ``[proxy]`` of a parsed
+    """Read ``[listen]``, ``[tls]``, ``[limits]``, ``[proxy]`` and ``[identity]`` of a parsed
     ``bluegreen.toml``; relative file paths are resolved against ``base_dir``.
 
     Raises :class:`ConfigError` naming the key on a bad value.
@@ -206,9 +214,26 @@ def parse_settings(raw: Mapping[str, Any], *, base_dir: Path) -> DataPlaneSettin
     for key in _PROXY_SECONDS:
         if key in proxy:
             values[key] = _seconds(proxy, "proxy", key)
+    values.update(_parse_identity(_table(raw, "identity")))
     settings = replace(d, **values)
     _check_addresses(settings)
     return settings
+
+
+IDENTITY_MAX = 500
+"""Characters per ``[identity]`` value (they are inlined in Envoy's route files)."""
+
+
+def _parse_identity(sec: Mapping[str, Any]) -> dict[str, str]:
+    _only(sec, "identity", {"name", "contact", "emergency"})
+    values: dict[str, str] = {}
+    for key in ("name", "contact", "emergency"):
+        if key in sec:
+            text = _str(sec, "identity", key).strip()
+            if len(text) > IDENTITY_MAX:
+                raise ConfigError(f"identity.{key}: at most {IDENTITY_MAX} characters")
+            values[f"identity_{key}"] = text
+    return values
 
 
 def _parse_tls(tls: Mapping[str, Any], base_dir: Path) -> dict[str, Any]:

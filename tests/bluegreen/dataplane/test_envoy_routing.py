@@ -69,7 +69,7 @@ async def test_nothing_live_maintenance_and_paused_are_503s_with_retry_after(
     b1 = await upstream("b1", "blue")
     t = table(b1, live="blue")
     await envoy.apply(t.with_mode("maintenance"))
-    async with http.get(urls["public"] + "/echo") as resp:
+    async with http.get(urls["public"] + "/echo", headers={"Accept": "text/html"}) as resp:
         assert resp.status == 503
         assert "maintenance" in await resp.text()
         assert resp.headers["Content-Type"].startswith("text/html")
