@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 from icalendar import Calendar, Event, vCalAddress, vText
 
 from clinic.appointments.notices import AppointmentFacts, Change, Recipient
+from clinic.core.wallclock import utc_offset
 from clinic.web.identity import ClinicPublic
 
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
@@ -67,12 +68,9 @@ class Email:
 def local_time(value: datetime, zone: str) -> str:
     """``Tuesday 3 March 2026, 09:30 (Europe/Berlin, UTC+01:00)``: no locale involved."""
     local = value.astimezone(ZoneInfo(zone))
-    offset = local.utcoffset() or timedelta(0)
-    sign = "-" if offset < timedelta(0) else "+"
-    minutes = abs(int(offset.total_seconds())) // 60
     return (
         f"{WEEKDAYS[local.weekday()]} {local.day} {MONTHS[local.month - 1]} {local.year}, "
-        f"{local:%H:%M} ({zone}, UTC{sign}{minutes // 60:02d}:{minutes % 60:02d})"
+        f"{local:%H:%M} ({zone}, {utc_offset(local)})"
     )
 
 
@@ -85,13 +83,7 @@ def local_date(value: datetime, zone: str) -> str:
 def local_hours(starts_at: datetime, ends_at: datetime, zone: str) -> str:
     """``09:30–10:00 (Europe/Berlin, UTC+01:00)``: the time of day in ``zone``, named."""
     start = starts_at.astimezone(ZoneInfo(zone))
-    offset = start.utcoffset() or timedelta(0)
-    sign = "-" if offset < timedelta(0) else "+"
-    minutes = abs(int(offset.total_seconds())) // 60
-    return (
-        f"{start:%H:%M}–{ends_at.astimezone(ZoneInfo(zone)):%H:%M} "
-        f"({zone}, UTC{sign}{minutes // 60:02d}:{minutes % 60:02d})"
-    )
+    return f"{start:%H:%M}–{ends_at.astimezone(ZoneInfo(zone)):%H:%M} ({zone}, {utc_offset(start)})"
 
 
 def signature(clinic: ClinicPublic | None) -> list[str]:
