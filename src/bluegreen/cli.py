@@ -26,6 +26,7 @@ import httpx
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from bluegreen import processes
@@ -66,7 +67,7 @@ class Options:
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[red]error:[/red] {message}")
+    err.print(f"[red]error:[/red] {escape(message)}")
     raise typer.Exit(code)
 
 
@@ -278,7 +279,9 @@ def _steps_table(deploy: dict[str, Any]) -> Table:
             started = _parse_time(s["started_at"])
             took = f"{time.time() - started:.0f}s…" if started else ""
         last = [line for line in s["output"].splitlines() if line.strip()][-1:] or [""]
-        table.add_row(s["name"], f"[{style}]{s['status']}[/{style}]", took, last[0][:200])
+        # Output is the app's text, not markup: "[redacted]" and "[shadow]" must show.
+        output = escape(last[0][:200])
+        table.add_row(s["name"], f"[{style}]{s['status']}[/{style}]", took, output)
     return table
 
 
@@ -294,16 +297,17 @@ def verdict(deploy: dict[str, Any]) -> str:
     head = f"deploy #{deploy['id']} of {deploy['release_id']}"
     if deploy["status"] == "running":  # in retire: live, old colour kept warm
         switch = next((s for s in deploy["steps"] if s["name"] == "switch"), None)
-        where = f" ({switch['output']})" if switch and switch["output"] else ""
+        where = f" ({escape(switch['output'])})" if switch and switch["output"] else ""
         return (
             f"✔ {head} succeeded{where}; the old colour stays warm for `bluegreen rollback` "
             "until it is retired"
         )
     if deploy["status"] == "succeeded":
         switch = next((s for s in deploy["steps"] if s["name"] == "switch"), None)
-        where = f" ({switch['output']})" if switch and switch["output"] else ""
+        where = f" ({escape(switch['output'])})" if switch and switch["output"] else ""
         return f"✔ {head} succeeded{took}{where}"
-    return f"✘ {head} {deploy['status']}{took}: {deploy.get('error') or 'no reason recorded'}"
+    why = escape(deploy.get("error") or "no reason recorded")
+    return f"✘ {head} {deploy['status']}{took}: {why}"
 
 
 def follow(api: Api, deploy_id: int, *, live: bool = True) -> dict[str, Any]:
@@ -367,10 +371,10 @@ def promote(ctx: typer.Context) -> None:
 
 @app.command()
 def rollback(ctx: typer.Context) -> None:
-    """Back to the previous release (at once while the old colour is still warm)."""
+    """Back to the last good release (at once while the old colour is still warm)."""
     api = Api(_config(ctx), timeout=120)
     answer = api.call("POST", "/api/rollback")
-    console.print(f"{answer['message']} ({answer['seconds']:.2f}s)")
+    console.print(f"{escape(answer['message'])} ({answer['seconds']:.2f}s)")
     d = api.call("GET", f"/api/deploys/{answer['deploy_id']}")
     if d["source"] == "rollback" and d["status"] == "running":
         d = follow(api, int(d["id"]))
@@ -554,7 +558,7 @@ def history(
             d["status"],
             d["started_at"][:19],
             "" if d["duration_s"] is None else f"{d['duration_s']:.1f}",
-            (d["error"] or "")[:80],
+            escape((d["error"] or "")[:80]),
         )
     console.print(table)
 

@@ -35,7 +35,7 @@ async def shadow(ctx: DeployContext) -> Outcome:
     """Mirror live reads to the candidate for ``[shadow] duration`` and compare."""
     cfg, run, plane = ctx.config.shadow, ctx.run, ctx.plane
     if cfg.share <= 0:
-        return "skipped", "[shadow] share is 0: no mirroring"
+        return "skipped", "shadow.share is 0: no mirroring"
     live = run.previous
     if live is None:
         return "skipped", "first deploy: no live colour to mirror"
