@@ -219,8 +219,8 @@ class Controller:
             if cur.previous_release is None or cur.live_colour is None:
                 bad = self.state.last_rolled_back()
                 raise NothingToDo(
-                    "nothing to roll back to: no release before "
-                    f"{cur.live_release or 'the live one'} passed its checks"
+                    "nothing to roll back to: no release other than the live one "
+                    f"({cur.live_release or '-'}) passed its checks"
                     + (f" ({bad} was rolled back and is never a rollback target)" if bad else "")
                 )
             release = self.plane.release_from_state(cur.previous_release)
