@@ -129,6 +129,7 @@ async def _doctor(
             settings=settings,
             is_smoke=is_smoke,
             approved=True,
+            listed=False,
         )
         async with session.begin():
             doctor = await session.get(Doctor, user.id)
