@@ -176,44 +176,50 @@ class BreachWatch:
       5xx rate's confidence interval (:func:`wilson_lower`, ``confidence_z``) is above the
       limit :func:`analyse` applies (``max_error_rate`` and ``max_error_rate_ratio`` x the
       baseline's rate): the rate is over it, not just unlucky;
-    * latency: when the p95 rule of :func:`analyse` holds at ``failure_limit`` consecutive
-      looks (as Argo Rollouts' ``failureLimit``), each with ``min_requests`` in.
+    * latency: when the p95 rule of :func:`analyse` holds at ``failure_limit`` measurements
+      in a row (as Argo Rollouts' ``failureLimit``). A measurement is the p95 of the
+      requests since the previous one, taken once at least ``min_requests`` came in: the
+      measurements do not overlap, so the slow first second of a cold-started colour counts
+      once, not at every look.
 
     Passing is never decided early: that still takes the whole window (:func:`analyse`)."""
 
     def __init__(self, thresholds: AnalysisThresholds) -> None:
         self.t = thresholds
-        self.slow_looks = 0
+        self.slow_measurements = 0
 
-    def look(self, *, baseline: Stats, candidate: Stats) -> str | None:
-        """One look at the candidate's traffic since the switch; the breach, if conclusive."""
+    def look(self, *, baseline: Stats, candidate: Stats, recent: Stats | None = None) -> str | None:
+        """One look at the candidate: ``candidate`` is all its traffic since the switch,
+        ``recent`` a latency measurement (the requests since the previous one) or None when
+        too few came in since it to take one. Returns the breach, if conclusive."""
         t = self.t
-        if candidate.requests < max(t.min_requests, 1):
-            self.slow_looks = 0
-            return None
         has_baseline = baseline.requests >= t.min_requests
-        base_rate = baseline.error_rate if has_baseline else 0.0
-        limit = max(t.max_error_rate, base_rate * t.max_error_rate_ratio)
-        lower = wilson_lower(candidate.errors_5xx, candidate.requests, t.confidence_z)
-        if lower > limit:
-            return (
-                f"error rate {candidate.error_rate:.2%} ({candidate.errors_5xx} of "
-                f"{candidate.requests}) is above {limit:.2%} beyond doubt (lower bound "
-                f"{lower:.2%} at z={t.confidence_z:g})"
-            )
+        if candidate.requests >= max(t.min_requests, 1):
+            base_rate = baseline.error_rate if has_baseline else 0.0
+            limit = max(t.max_error_rate, base_rate * t.max_error_rate_ratio)
+            lower = wilson_lower(candidate.errors_5xx, candidate.requests, t.confidence_z)
+            if lower > limit:
+                return (
+                    f"error rate {candidate.error_rate:.2%} ({candidate.errors_5xx} of "
+                    f"{candidate.requests}) is above {limit:.2%} beyond doubt (lower bound "
+                    f"{lower:.2%} at z={t.confidence_z:g})"
+                )
+        if recent is None or recent.requests < max(t.min_requests, 1):
+            return None
         base_p95 = baseline.p95_seconds if has_baseline else None
-        cand_p95 = candidate.p95_seconds
+        cand_p95 = recent.p95_seconds
         slow = (
             cand_p95 is not None
             and base_p95 is not None
             and cand_p95 > base_p95 * t.max_p95_ratio
             and (cand_p95 - base_p95) * 1000 > t.min_p95_ms
         )
-        self.slow_looks = self.slow_looks + 1 if slow else 0
-        if slow and self.slow_looks >= t.failure_limit:
+        self.slow_measurements = self.slow_measurements + 1 if slow else 0
+        if slow and self.slow_measurements >= t.failure_limit:
             assert cand_p95 is not None and base_p95 is not None
             return (
                 f"p95 {cand_p95 * 1000:.0f}ms > {t.max_p95_ratio:g}x baseline "
-                f"{base_p95 * 1000:.0f}ms at {self.slow_looks} looks in a row"
+                f"{base_p95 * 1000:.0f}ms in {self.slow_measurements} measurements in a row "
+                f"({recent.requests} requests in the last)"
             )
         return None

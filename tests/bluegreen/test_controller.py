@@ -13,7 +13,13 @@ import pytest
 
 from bluegreen.config import COLOURS, Colour, Config, parse_config
 from bluegreen.controller import Controller
-from bluegreen.dataplane.stats import STATUS_CLASSES, ColourStats, status_class
+from bluegreen.dataplane.stats import (
+    BUCKETS,
+    STATUS_CLASSES,
+    ColourStats,
+    bucket_index,
+    status_class,
+)
 from bluegreen.dataplane.table import EMPTY_TABLE, RoutingTable
 from bluegreen.environment import Environment
 from bluegreen.errors import ConfigError, DeployInProgress, NothingToDo, ReadyTimeout
@@ -149,6 +155,7 @@ class FakeDataPlane:
         self.drained: list[Colour] = []
         self.left_open = 0  # what drain() reports still open
         self.counts: dict[Colour, dict[str, int]] = {c: {} for c in COLOURS}
+        self.latency: dict[Colour, list[int]] = {c: [0] * (len(BUCKETS) + 1) for c in COLOURS}
         self.on_live: Callable[[Colour | None], None] = lambda c: None
 
     async def apply(self, table: RoutingTable) -> None:
@@ -158,9 +165,11 @@ class FakeDataPlane:
         if changed:
             self.on_live(table.live)
 
-    def observe(self, colour: Colour, status: int, n: int = 1) -> None:
+    def observe(self, colour: Colour, status: int, n: int = 1, seconds: float = 0.01) -> None:
+        """``n`` answers of ``colour`` with ``status``, each taking ``seconds``."""
         cls = status_class(status)
         self.counts[colour][cls] = self.counts[colour].get(cls, 0) + n
+        self.latency[colour][bucket_index(seconds)] += n
 
     async def stats(self) -> dict[Colour, ColourStats]:
         return {
@@ -168,6 +177,7 @@ class FakeDataPlane:
                 colour=c,
                 requests=sum(self.counts[c].values()),
                 by_class=tuple((k, self.counts[c].get(k, 0)) for k in STATUS_CLASSES),
+                buckets=tuple(self.latency[c]),
             )
             for c in COLOURS
         }

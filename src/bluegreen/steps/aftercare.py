@@ -8,7 +8,7 @@ import contextlib
 import logging
 import time
 
-from bluegreen.checks import AnalysisThresholds, BreachWatch, Verdict
+from bluegreen.checks import AnalysisThresholds, BreachWatch, Stats, Verdict
 from bluegreen.checks import analyse as judge
 from bluegreen.dataplane.stats import ColourStats
 from bluegreen.errors import StepFailed
@@ -59,6 +59,7 @@ async def analyse(ctx: DeployContext) -> Outcome:
     thresholds = AnalysisThresholds.from_config(ctx.config.analysis)
     baseline = to_stats(run.baseline or ColourStats(colour=run.previous))
     watch = BreachWatch(thresholds)
+    measured_from = run.candidate_at_switch  # where the next latency measurement starts
     while (remaining := run.switch_at + window - time.monotonic()) > 0:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(
@@ -68,8 +69,12 @@ async def analyse(ctx: DeployContext) -> Outcome:
             run.rollback_reason = "rolled back by the operator during analysis"
             await switch_back(ctx, run.rollback_reason)
             return "ok", "interrupted by a rollback"
-        candidate = (await plane.sample()).of(run.target) - run.candidate_at_switch
-        breach = watch.look(baseline=baseline, candidate=to_stats(candidate))
+        now = (await plane.sample()).of(run.target)
+        candidate = now - run.candidate_at_switch
+        recent: Stats | None = None
+        if (now - measured_from).requests >= thresholds.min_requests:
+            recent, measured_from = to_stats(now - measured_from), now
+        breach = watch.look(baseline=baseline, candidate=to_stats(candidate), recent=recent)
         if breach is not None:
             after = time.monotonic() - run.switch_at
             raise StepFailed(
