@@ -101,6 +101,10 @@ drain_time = 2
 [analysis]
 min_requests = 5
 
+[identity]
+url = "/who"
+name = "Fallback"
+
 [state]
 dir = "var"
 """
@@ -467,6 +471,11 @@ async def test_manual_deploy_waits_for_promote_and_cli_works(
     assert await asyncio.to_thread(cli.main, [*cfg, "maintenance", "on"]) == 0
     async with httpx.AsyncClient(trust_env=False) as c:
         assert (await c.get(daemon.public_url + "/version")).status_code == 503
+        # The page names what the live release ("two") said at [identity] url, not the
+        # config's fallback.
+        page = await c.get(daemon.public_url + "/", headers={"Accept": "text/html"})
+        assert page.status_code == 503 and "<strong>Tiny two</strong>" in page.text, page.text
+        assert "tiny@example.org" in page.text and "Fallback" not in page.text
     assert await asyncio.to_thread(cli.main, [*cfg, "maintenance", "off"]) == 0
     assert await asyncio.to_thread(cli.main, [*cfg, "maintenance", "sideways"]) == 2
     async with admin(daemon) as api:

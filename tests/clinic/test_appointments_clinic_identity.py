@@ -70,3 +70,14 @@ async def test_the_favicon_is_an_icon(http) -> None:
     assert r.headers["content-type"] == "image/x-icon"
     assert r.content[:4] == b"\x00\x00\x01\x00"  # the ICO header: reserved 0, type 1 (icon)
     assert b"\x89PNG" in r.content
+
+
+async def test_bluegreen_reads_the_identity_the_clinic_serves(lakeside: RunningApp) -> None:
+    # The contract behind "configured once": bluegreen's data plane pages (maintenance,
+    # pause) name what the live release answers at [identity] url = "/api/v1/clinic".
+    from bluegreen.identity import ask
+
+    who = await ask(lakeside.base_url, "/api/v1/clinic")
+    assert who.name == "Lakeside Clinic"
+    assert who.contact == "+1 555 0100 · 1 Lake Road, Springfield"
+    assert who.emergency == IDENTITY["clinic_emergency_notice"]

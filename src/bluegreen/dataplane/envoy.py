@@ -53,6 +53,7 @@ from bluegreen.dataplane.table import (
     EMPTY_TABLE,
     Backend,
     Colour,
+    Identity,
     RoutingTable,
     Shadow,
     Weights,
@@ -629,6 +630,10 @@ def _table_json(table: RoutingTable) -> dict[str, Any]:
             {"id": b.id, "colour": b.colour, "host": b.host, "port": b.port, "healthy": b.healthy}
             for b in table.backends
         ],
+        "identities": {
+            c: {"name": i.name, "contact": i.contact, "emergency": i.emergency}
+            for c, i in table.identities
+        },
     }
 
 
@@ -640,4 +645,5 @@ def _table_from_json(data: dict[str, Any]) -> RoutingTable:
         backends=tuple(Backend(**b) for b in data["backends"]),
         shadow=Shadow(**data["shadow"]) if data.get("shadow") else None,
         weights=Weights(**data["weights"]) if data.get("weights") else None,
+        identities=tuple((c, Identity(**i)) for c, i in (data.get("identities") or {}).items()),
     )

@@ -18,7 +18,7 @@ from typing import Any
 
 from bluegreen.dataplane.settings import AppPaths, DataPlaneSettings
 from bluegreen.dataplane.stats import GROUPS, Group
-from bluegreen.dataplane.table import COLOURS, COOKIE, Colour, RoutingTable
+from bluegreen.dataplane.table import COLOURS, COOKIE, Colour, Identity, RoutingTable
 
 Json = dict[str, Any]
 
@@ -51,10 +51,19 @@ PAGE_STYLE = (
 )
 
 
-def unavailable_page(title: str, message: str, s: DataPlaneSettings) -> str:
+def page_identity(table: RoutingTable, s: DataPlaneSettings) -> Identity:
+    """Who the data plane's own pages name: what the live release said (``[identity] url``),
+    else ``[identity]``'s values."""
+    told = table.identity_of(table.live)
+    if told is not None:
+        return told
+    return Identity(s.identity_name, s.identity_contact, s.identity_emergency)
+
+
+def unavailable_page(title: str, message: str, who: Identity) -> str:
     """The data plane's own HTML page (maintenance, pause past its bound), naming the app's
-    operator, how to reach them and what to do in an emergency (``[identity]``)."""
-    name = html.escape(s.identity_name)
+    operator, how to reach them and what to do in an emergency."""
+    name = html.escape(who.name)
     parts = [
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
@@ -62,10 +71,10 @@ def unavailable_page(title: str, message: str, s: DataPlaneSettings) -> str:
         f"<style>{PAGE_STYLE}</style></head><body>",
         f"<p><strong>{name}</strong></p>" if name else "",
         f"<h1>{html.escape(title)}</h1><p>{html.escape(message)}</p>",
-        f"<p>Contact: {html.escape(s.identity_contact)}</p>" if s.identity_contact else "",
+        f"<p>Contact: {html.escape(who.contact)}</p>" if who.contact else "",
         (
-            f'<p class="emergency" role="alert">{html.escape(s.identity_emergency)}</p>'
-            if s.identity_emergency
+            f'<p class="emergency" role="alert">{html.escape(who.emergency)}</p>'
+            if who.emergency
             else ""
         ),
         "</body></html>\n",
@@ -221,6 +230,7 @@ def routes(name: str, table: RoutingTable, s: DataPlaneSettings) -> Json:
             "requests are paused, retry shortly",
             "Back in a moment",
             "We are switching to a new version. Please try again in a few seconds.",
+            page_identity(table, s),
             s,
         )
     elif table.mode == "maintenance" and public:
@@ -229,6 +239,7 @@ def routes(name: str, table: RoutingTable, s: DataPlaneSettings) -> Json:
             "down for maintenance, retry later",
             "Down for maintenance",
             "We are updating the service. Please try again in a few minutes.",
+            page_identity(table, s),
             s,
         )
     elif colour is None:
@@ -406,11 +417,11 @@ BROWSER = {"name": "accept", "string_match": {"contains": "text/html"}}
 
 
 def _unavailable(
-    error: str, detail: str, title: str, message: str, s: DataPlaneSettings
+    error: str, detail: str, title: str, message: str, who: Identity, s: DataPlaneSettings
 ) -> list[Json]:
     """503 with Retry-After: JSON under ``/api/`` and for API clients, the HTML page for a
     browser (``Accept: text/html``), never raw JSON to a person."""
-    page = unavailable_page(title, message, s)
+    page = unavailable_page(title, message, who)
     return [
         _error_route(503, error, detail, s, match={"prefix": "/api/"}),
         _direct(

@@ -49,7 +49,10 @@ Tables read (all keys optional, defaults shown by :class:`DataPlaneSettings`):
     drain_time = 10               # hot restart: seconds the old epoch drains
 
     [identity]                    # shown on the data plane's own pages (maintenance, pause),
-    name = ""                     # which Envoy serves while every instance may be down:
+    url = ""                      # which Envoy serves while every instance may be down: the
+                                  # app's path answering who runs it (JSON), read from each
+                                  # new release at its smoke step, e.g. "/api/v1/clinic";
+    name = ""                     # else (or until a release answered) these values:
     contact = ""                  # e.g. "Tel. +49 30 1234567, info@clinic.example"
     emergency = ""                # e.g. "In an emergency call 112."
 """
@@ -128,6 +131,7 @@ class DataPlaneSettings:
     identity_name: str = ""
     identity_contact: str = ""
     identity_emergency: str = ""
+    identity_url: str = ""
 
     def with_ports(self, public: int = 0, https: int = 0, preview: int = 0) -> DataPlaneSettings:
         """Same settings on these ports (default: any free port); for tests and benches."""
@@ -225,8 +229,19 @@ IDENTITY_MAX = 500
 
 
 def _parse_identity(sec: Mapping[str, Any]) -> dict[str, str]:
-    _only(sec, "identity", {"name", "contact", "emergency"})
+    _only(sec, "identity", {"name", "contact", "emergency", "url"})
     values: dict[str, str] = {}
+    if "url" in sec:
+        url = _str(sec, "identity", "url").strip()
+        if url and (
+            not url.startswith("/")
+            or url.startswith("//")
+            or any(c.isspace() or ord(c) < 32 for c in url)
+        ):
+            raise ConfigError(
+                f"identity.url: a path on the app such as /api/v1/clinic, not {url!r}"
+            )
+        values["identity_url"] = url
     for key in ("name", "contact", "emergency"):
         if key in sec:
             text = _str(sec, "identity", key).strip()

@@ -57,6 +57,16 @@ class Weights:
 
 
 @dataclass(frozen=True, slots=True)
+class Identity:
+    """Who runs the app and how to reach them, for the data plane's own pages (maintenance,
+    pause): as the app itself says (``[identity] url``) or as ``[identity]`` configures."""
+
+    name: str = ""
+    contact: str = ""
+    emergency: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Backend:
     """One app instance the router can forward to."""
 
@@ -81,6 +91,7 @@ class RoutingTable:
     ``preview is None`` falls back to the live colour.
     ``shadow`` mirrors a share of the public listeners' safe requests to a colour.
     ``weights`` splits new public sessions between ``live`` and a candidate colour.
+    ``identities`` is what each colour's release says about who runs it.
     """
 
     live: Colour | None
@@ -89,6 +100,7 @@ class RoutingTable:
     mode: Mode = "serving"
     shadow: Shadow | None = None
     weights: Weights | None = None
+    identities: tuple[tuple[Colour, Identity], ...] = ()
 
     def __post_init__(self) -> None:
         ids = [b.id for b in self.backends]
@@ -130,6 +142,15 @@ class RoutingTable:
         if w is None or live is None or w.candidate == live or w.percent in (0, 100):
             return None
         return (w.candidate, live, w.percent)
+
+    def identity_of(self, colour: Colour | None) -> Identity | None:
+        """What ``colour``'s release said about who runs it, if it was asked."""
+        return dict(self.identities).get(colour) if colour is not None else None
+
+    def with_identity(self, colour: Colour, identity: Identity | None) -> RoutingTable:
+        """Same table with ``colour``'s identity replaced (``None``: forgotten)."""
+        kept = tuple((c, i) for c, i in self.identities if c != colour)
+        return replace(self, identities=kept + (((colour, identity),) if identity else ()))
 
     def with_shadow(self, shadow: Shadow | None) -> RoutingTable:
         """Same table mirroring to ``shadow`` (``None``: no mirroring)."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+from bluegreen import identity
+from bluegreen.dataplane.table import Identity
 from bluegreen.errors import BluegreenError, ReadyTimeout, StepFailed
 from bluegreen.steps.context import DeployContext, Outcome, instance_ids
 
@@ -63,16 +65,34 @@ async def ready(ctx: DeployContext) -> Outcome:
 
 
 async def smoke(ctx: DeployContext) -> Outcome:
-    """Show the candidate on the preview listener and run the smoke hook against it."""
+    """Show the candidate on the preview listener, ask it who runs it (``[identity] url``)
+    and run the smoke hook against it."""
     run = ctx.run
     await ctx.plane.route(lambda t: t.with_preview(run.target))
+    base_url = ctx.plane.dataplane.urls().get("preview")
+    told = await learn_identity(ctx, base_url)
     hook = ctx.config.hooks.smoke
     if hook is None:
-        return "skipped", "no smoke hook configured"
-    base_url = ctx.plane.dataplane.urls().get("preview")
+        return "skipped", told + "no smoke hook configured"
     if base_url is None:
-        return "skipped", "no preview listener: cannot smoke-test"
-    return "ok", await ctx.hook("smoke", hook, ctx.release, run.target, base_url=base_url)
+        return "skipped", told + "no preview listener: cannot smoke-test"
+    return "ok", told + await ctx.hook("smoke", hook, ctx.release, run.target, base_url=base_url)
+
+
+async def learn_identity(ctx: DeployContext, base_url: str | None) -> str:
+    """What the candidate says about who runs it, kept in the routing table for the data
+    plane's own pages once it is live; a line for the step's output ("" when not asked).
+    A release that cannot say is not failed for it: the pages fall back to ``[identity]``."""
+    path, target = ctx.config.dataplane.identity_url, ctx.run.target
+    if not path or base_url is None:
+        return ""
+    try:
+        who: Identity | None = await identity.ask(base_url, path)
+        line = f"identity: {who.name} (from {path})\n" if who else ""
+    except identity.IdentityError as exc:
+        who, line = None, f"identity: {exc}; the data plane's pages use [identity]\n"
+    await ctx.plane.route(lambda t: t.with_identity(target, who))
+    return line
 
 
 async def approve(ctx: DeployContext) -> Outcome:

@@ -23,6 +23,7 @@ from dataplane_fixtures import (  # noqa: F401 (fixtures)
 
 from bluegreen.config import ConfigError
 from bluegreen.dataplane.settings import parse_settings
+from bluegreen.dataplane.table import Identity
 
 IDENTITY = replace(
     TEST_SETTINGS,
@@ -67,6 +68,31 @@ async def test_a_browser_gets_the_clinics_page_an_api_client_gets_json(
             assert (await resp.json())["error"] == error
 
 
+async def test_the_pages_name_what_the_live_release_said(
+    envoy_factory: StartEnvoy,
+    upstream: StartUpstream,
+    http: aiohttp.ClientSession,
+) -> None:
+    # [identity] url: each release says who runs it; the pages follow the live colour, and
+    # fall back to [identity]'s values for a colour that said nothing.
+    envoy = await envoy_factory(settings=IDENTITY)
+    b1, g1 = await upstream("b1", "blue"), await upstream("g1", "green")
+    told = Identity("Lakeside <Clinic>", "+1 555 0100", "Call 911.")
+    t = table(b1, g1, live="blue").with_identity("blue", told).with_mode("maintenance")
+    public = envoy.urls()["public"]
+    await envoy.apply(t)
+    async with http.get(public + "/", headers=BROWSER) as resp:
+        page = await resp.text()
+    assert "Lakeside &lt;Clinic&gt;" in page and "+1 555 0100" in page and "Call 911." in page
+    assert "Praxis" not in page
+    await envoy.apply(t.with_live("green"))
+    async with http.get(public + "/", headers=BROWSER) as resp:
+        page = await resp.text()
+    assert "Praxis &lt;Weber&gt; &amp; Rossi" in page and "Lakeside" not in page
+    # Forgotten when a colour's next release cannot say.
+    assert t.with_identity("blue", None).identity_of("blue") is None
+
+
 def test_identity_is_read_from_its_table_and_checked() -> None:
     s = parse_settings(
         {"identity": {"name": "Clinic", "contact": "Tel. 1", "emergency": "Call 112"}},
@@ -81,11 +107,18 @@ def test_identity_is_read_from_its_table_and_checked() -> None:
         parse_settings({"identity": {"phone": "1"}}, base_dir=Path("/"))
     with pytest.raises(ConfigError, match=r"identity\.name: at most 500"):
         parse_settings({"identity": {"name": "x" * 501}}, base_dir=Path("/"))
+    assert parse_settings({"identity": {"url": "/api/v1/clinic"}}, base_dir=Path("/")).identity_url
+    for bad in ("http://evil.example/x", "//evil.example/x", "api", "/a b", "/a\x00"):
+        with pytest.raises(ConfigError, match=r"identity\.url: a path on the app"):
+            parse_settings({"identity": {"url": bad}}, base_dir=Path("/"))
 
 
-def test_the_repositorys_config_names_the_clinic_on_its_pages() -> None:
+def test_the_repositorys_config_asks_the_clinic_who_it_is() -> None:
+    # Configured once: the clinic's settings, read from each release (the contract is
+    # tested against the real app in tests/clinic/test_appointments_clinic_identity.py).
     from bluegreen.config import load_config
 
     repo = Path(__file__).resolve().parents[3]
     s = load_config(repo / "bluegreen.toml", environ={}).dataplane
-    assert s.identity_name and s.identity_contact and s.identity_emergency
+    assert s.identity_url == "/api/v1/clinic"
+    assert not (s.identity_name or s.identity_contact or s.identity_emergency)
