@@ -123,3 +123,37 @@ async def test_admin_unlocks_an_account_by_api_and_page(app, http, sessions, set
         assert r.status_code == 303 and r.headers["location"] == "/admin/lockouts"
         assert typist.email not in (await browser.get("/admin/lockouts")).text
     assert await login(http, typist.email) == 200
+
+
+async def test_guessing_the_current_password_from_a_session_is_locked_out_too(
+    app, sessions, settings
+) -> None:
+    # A stolen session must not become a way to guess the password without the login's
+    # lockout: wrong current passwords count like failed logins, and then even the right
+    # one is refused (429) until the lock expires; the password is unchanged.
+    patient = await make_patient(sessions, settings)
+    async with app.client() as thief:
+        r = await thief.post(
+            "/api/v1/auth/login", json={"email": patient.email, "password": PASSWORD}
+        )
+        csrf = r.json()["csrf_token"]
+
+        async def change(current: str) -> httpx.Response:
+            return await thief.post(
+                "/api/v1/auth/password",
+                json={"current_password": current, "new_password": "a brand new passphrase"},
+                headers={"X-CSRF-Token": csrf},
+            )
+
+        answers = [
+            (await change(f"guess {n}")).status_code for n in range(settings.login_max_failures)
+        ]
+        assert answers == [422] * settings.login_max_failures
+        locked = await change(PASSWORD)
+        assert locked.status_code == 429 and int(locked.headers["retry-after"]) > 0
+        assert "Too many wrong passwords" in locked.json()["error"]["message"]
+    async with app.client() as owner:
+        r = await owner.post(
+            "/api/v1/auth/login", json={"email": patient.email, "password": PASSWORD}
+        )
+        assert r.status_code == 429  # same address: the account is locked here, not changed

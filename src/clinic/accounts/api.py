@@ -133,6 +133,7 @@ async def change_password(
         actor=actor,
         current_password=data.current_password,
         new_password=data.new_password,
+        address=client_address(request),
         settings=settings,
     )
     if actor is not None and bearer_token(request) is None:

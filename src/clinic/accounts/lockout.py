@@ -58,8 +58,16 @@ def keys_for(email: str, address: str, *, is_smoke: bool) -> Keys:
     return Keys(account=account, address=None if is_smoke else f"address:{address}"[:KEY_LENGTH])
 
 
-async def check(session: AsyncSession, keys: Keys, now: datetime, settings: Settings) -> None:
-    """Refuse (429) while a key is locked; slow down an account that keeps failing here."""
+async def check(
+    session: AsyncSession,
+    keys: Keys,
+    now: datetime,
+    settings: Settings,
+    *,
+    attempts: str = "failed logins",
+) -> None:
+    """Refuse (429) while a key is locked; slow down an account that keeps failing here.
+    ``attempts`` names what was counted, for the message."""
     async with session.begin():
         rows = {
             row.key: row
@@ -72,7 +80,7 @@ async def check(session: AsyncSession, keys: Keys, now: datetime, settings: Sett
         wait = int((max(locked) - now).total_seconds()) + 1
         minutes = max(1, round(wait / 60))
         raise TooManyAttempts(
-            f"Too many failed logins. Try again in about {minutes} minute(s).", retry_after=wait
+            f"Too many {attempts}. Try again in about {minutes} minute(s).", retry_after=wait
         )
     own = rows.get(keys.account)
     if own is not None and own.failures >= settings.login_slowdown_after:

@@ -321,6 +321,7 @@ async def change_password(
             actor=actor,
             current_password=data.current_password,
             new_password=data.new_password,
+            address=client_address(request),
             settings=settings,
         )
     except ValidationError as exc:

@@ -283,22 +283,30 @@ async def change_password(
     actor: Actor | None,
     current_password: str,
     new_password: str,
+    address: str,
     settings: Settings,
 ) -> int:
     """Set a new password after checking the current one; every session but the caller's
-    (which the caller restarts with the returned generation) ends."""
+    (which the caller restarts with the returned generation) ends. Wrong current passwords
+    count towards the login lockout (``clinic.accounts.lockout``): a stolen session cannot
+    guess its way to the password."""
     actor = guards.authenticated(actor)
     _check_password(settings, new_password, actor.email, "new_password")
+    now = utcnow()
+    keys = lockout.keys_for(actor.email, address, is_smoke=actor.is_smoke)
+    await lockout.check(session, keys, now, settings, attempts="wrong passwords")
     new_hash = await asyncio.to_thread(hash_password, new_password)
     async with session.begin():
         user = await session.get(User, actor.user_id, with_for_update=True)
         if user is None:
             raise NotFound("No such user.")
         ok = await asyncio.to_thread(verify_password, user.password_hash, current_password)
-        if not ok:
-            raise InvalidInput("The current password is wrong.", field="current_password")
-        user.password_hash = new_hash
-        return await _next_generation(session, user.id)
+        if ok:
+            user.password_hash = new_hash
+            await lockout.succeeded(session, keys)
+            return await _next_generation(session, user.id)
+        await lockout.record_failure(session, keys, now, settings)
+    raise InvalidInput("The current password is wrong.", field="current_password")
 
 
 async def create_api_token(
