@@ -15,7 +15,7 @@ import uvicorn
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from clinic.app import create_app
+from clinic.app import compose_features, create_app
 from clinic.core import schema
 from clinic.core.config import Settings
 from clinic.core.db import make_engine, make_sessionmaker
@@ -28,6 +28,14 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _composed_features() -> None:
+    """Tests that call a use case without an app still get the features composed as
+    ``create_app`` composes them (without this, such a test passed only after another test
+    had built an app)."""
+    compose_features()
 
 
 @pytest.fixture(scope="session")

@@ -64,7 +64,7 @@ async def test_no_shows_after_the_window_closes_in_batches(
 async def test_purge_drops_only_what_no_longer_matters(sessions, settings) -> None:
     from sqlalchemy import func, text
 
-    from clinic.accounts.models import ApiToken, LoginThrottle
+    from clinic.accounts.models import ApiToken, LoginThrottle, PasswordReset
     from clinic.appointments.models import IdempotencyKey
     from clinic.appointments.service import book_appointment
     from factories import next_weekday_at
@@ -91,15 +91,36 @@ async def test_purge_drops_only_what_no_longer_matters(sessions, settings) -> No
             [
                 ApiToken(user_id=patient.user_id, name="old", token_hash="a" * 64, revoked_at=old),
                 ApiToken(user_id=patient.user_id, name="live", token_hash="b" * 64),
+                ApiToken(user_id=patient.user_id, name="gone", token_hash="c" * 64, expires_at=old),
+                ApiToken(
+                    user_id=patient.user_id,
+                    name="legacy",
+                    token_hash="d" * 64,
+                    created_at=old - settings.api_token_ttl,
+                ),
+                ApiToken(  # expired, but not yet purge_after ago
+                    user_id=patient.user_id, name="recent", token_hash="e" * 64, expires_at=now
+                ),
+                PasswordReset(user_id=patient.user_id, token_hash="f" * 64, expires_at=old),
+                PasswordReset(
+                    user_id=patient.user_id, token_hash="9" * 64, expires_at=now, used_at=old
+                ),
+                PasswordReset(user_id=patient.user_id, token_hash="8" * 64, expires_at=now),
                 LoginThrottle(key="address:old", failures=2, first_failure_at=old),
                 LoginThrottle(key="address:now", failures=2, first_failure_at=now),
             ]
         )
     async with sessions() as s, s.begin():
         counts = await sweeps.purge(s, settings=settings, now=now)
-    assert counts == {"api_tokens": 1, "login_throttles": 1, "idempotency_keys": 1}
+    assert counts == {
+        "api_tokens": 3,
+        "password_resets": 2,
+        "login_throttles": 1,
+        "idempotency_keys": 1,
+    }
     async with sessions() as s:
         assert (await s.scalars(select(IdempotencyKey.key))).all() == ["new-key"]
-        assert (await s.scalars(select(ApiToken.name))).all() == ["live"]
+        assert sorted((await s.scalars(select(ApiToken.name))).all()) == ["live", "recent"]
+        assert (await s.scalars(select(PasswordReset.token_hash))).all() == ["8" * 64]
         assert (await s.scalars(select(LoginThrottle.key))).all() == ["address:now"]
         assert await s.scalar(select(func.count()).select_from(Appointment)) == 2

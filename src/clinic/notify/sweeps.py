@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Interval, delete, exists, literal, or_, select, update
+from sqlalchemy import Interval, and_, delete, exists, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from clinic.accounts.models import ApiToken, LoginThrottle
+from clinic.accounts.models import ApiToken, LoginThrottle, PasswordReset
 from clinic.appointments.models import Appointment, AppointmentEvent, IdempotencyKey, Status
 from clinic.appointments.notices import appointment_facts, facts_args
 from clinic.core import audit, jobs
@@ -127,11 +127,27 @@ async def mark_no_shows(session: AsyncSession, *, settings: Settings, now: datet
 
 
 async def purge(session: AsyncSession, *, settings: Settings, now: datetime) -> dict[str, int]:
-    """Drop revoked API tokens, login throttles and booking idempotency keys that no longer
-    matter (a retry comes within seconds; after ``purge_after`` the key is history)."""
+    """Drop API tokens revoked or expired, password reset links expired, login throttles and
+    booking idempotency keys that no longer matter: each ``purge_after`` past the moment it
+    stopped working (a retry comes within seconds; after that the row is history)."""
     cutoff = now - settings.purge_after
     tokens = await session.execute(
-        delete(ApiToken).where(ApiToken.revoked_at.is_not(None), ApiToken.revoked_at < cutoff)
+        delete(ApiToken).where(
+            or_(
+                ApiToken.revoked_at < cutoff,
+                ApiToken.expires_at < cutoff,
+                # made before expiry existed: they stop api_token_ttl after creation
+                and_(
+                    ApiToken.expires_at.is_(None),
+                    ApiToken.created_at < cutoff - settings.api_token_ttl,
+                ),
+            )
+        )
+    )
+    resets = await session.execute(
+        delete(PasswordReset).where(
+            or_(PasswordReset.expires_at < cutoff, PasswordReset.used_at < cutoff)
+        )
     )
     throttles = await session.execute(
         delete(LoginThrottle).where(
@@ -142,6 +158,7 @@ async def purge(session: AsyncSession, *, settings: Settings, now: datetime) -> 
     keys = await session.execute(delete(IdempotencyKey).where(IdempotencyKey.created_at < cutoff))
     return {
         "api_tokens": int(getattr(tokens, "rowcount", 0) or 0),
+        "password_resets": int(getattr(resets, "rowcount", 0) or 0),
         "login_throttles": int(getattr(throttles, "rowcount", 0) or 0),
         "idempotency_keys": int(getattr(keys, "rowcount", 0) or 0),
     }
