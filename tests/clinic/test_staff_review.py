@@ -134,3 +134,23 @@ async def test_page_shows_a_missing_reason_next_to_its_field(app, sessions, sett
             data={"csrf_token": token.group(1), "message": "x"},
         )
         assert r.status_code == 404
+
+
+async def test_the_older_approve_endpoints_record_and_email_like_the_review(
+    http, sessions, settings
+) -> None:
+    # POST /api/v1/admin/doctors/{id}/approve and the /admin/doctors page's button approved
+    # silently, without a record or an email: now they are the review's approval.
+    admin = await make_admin(sessions, settings)
+    auth = await token_for(http, admin)
+    doctor = await make_doctor(sessions, settings, name="Dr. Old Path", approved=False)
+    r = await http.post(f"/api/v1/admin/doctors/{doctor.user_id}/approve", headers=auth)
+    assert r.status_code == 204
+    again = await http.post(f"/api/v1/admin/doctors/{doctor.user_id}/approve", headers=auth)
+    assert again.status_code == 409 and "already approved" in again.json()["error"]["message"]
+    async with sessions() as s:
+        kept = list(await s.scalars(select(DoctorReview.decision)))
+        assert kept == ["approved"]
+    await eventually(lambda: _has_mail(sessions, doctor.email, 1), timeout=20)
+    (mail,) = await _mail_to(sessions, doctor.email)
+    assert mail.subject == "Your doctor account is approved"

@@ -6,9 +6,10 @@ from datetime import timedelta
 
 from fastapi import APIRouter, Request, status
 
-from clinic.accounts import reset, review_pages, service, verification
+from clinic.accounts import reset, review, review_pages, service, verification
 from clinic.accounts.deps import CurrentActor
 from clinic.accounts.models import ApiToken, User
+from clinic.accounts.review import Decision
 from clinic.accounts.schemas import (
     DoctorCreate,
     LockPublic,
@@ -243,8 +244,18 @@ async def pending_doctors(actor: CurrentActor, session: Session) -> list[dict[st
 
 
 @router.post("/admin/doctors/{doctor_id}/approve", status_code=status.HTTP_204_NO_CONTENT)
-async def approve_doctor(doctor_id: Id, actor: CurrentActor, session: Session) -> None:
-    await service.approve_doctor(session=session, actor=actor, doctor_id=doctor_id)
+async def approve_doctor(
+    doctor_id: Id, actor: CurrentActor, session: Session, settings: SettingsDep
+) -> None:
+    """Approve a sign-up, as ``POST /doctor-sign-ups/{id}/decision`` with ``approved`` does
+    (recorded, and the doctor is emailed)."""
+    await review.decide(
+        session=session,
+        actor=actor,
+        doctor_id=doctor_id,
+        decision=Decision.APPROVED,
+        settings=settings,
+    )
 
 
 @router.get("/admin/lockouts")

@@ -10,10 +10,11 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 from starlette.datastructures import FormData
 
-from clinic.accounts import reset, review_pages, service, verification
+from clinic.accounts import reset, review, review_pages, service, verification
 from clinic.accounts.deps import CurrentActor, PageActor, page_actor_back_to
 from clinic.accounts.guards import Actor
 from clinic.accounts.models import Role
+from clinic.accounts.review import Decision
 from clinic.accounts.schemas import (
     DoctorCreate,
     LoginRequest,
@@ -352,10 +353,17 @@ async def pending_doctors(request: Request, actor: PageActor, session: Session) 
 
 @router.post("/admin/doctors/{doctor_id}/approve", dependencies=[CsrfChecked])
 async def approve_doctor(
-    doctor_id: Id, request: Request, actor: BackToDoctors, session: Session
+    doctor_id: Id, request: Request, actor: BackToDoctors, session: Session, settings: SettingsDep
 ) -> Response:
-    await service.approve_doctor(session=session, actor=actor, doctor_id=doctor_id)
-    flash(request, "The doctor is approved and can now be booked.")
+    """Approve a sign-up as the sign-up review does (recorded, and the doctor is emailed)."""
+    await review.decide(
+        session=session,
+        actor=actor,
+        doctor_id=doctor_id,
+        decision=Decision.APPROVED,
+        settings=settings,
+    )
+    flash(request, "The doctor is approved and can now be booked; we emailed them.")
     return redirect("/admin/doctors")
 
 

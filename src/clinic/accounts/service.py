@@ -374,17 +374,6 @@ async def pending_doctors(
         return [(u, d) for u, d in rows.all()]
 
 
-async def approve_doctor(*, session: AsyncSession, actor: Actor | None, doctor_id: int) -> None:
-    admin = guards.require_admin(actor)
-    async with session.begin():
-        doctor = await session.get(Doctor, doctor_id)
-        if doctor is None:
-            raise NotFound("No such doctor.")
-        if doctor.approved_at is None:
-            doctor.approved_at = utcnow()
-            doctor.approved_by = admin.user_id
-
-
 async def _audit(
     session: AsyncSession,
     actor: Actor,
