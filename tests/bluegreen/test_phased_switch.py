@@ -11,8 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from rich.console import Console
 from test_controller import (
     FakeDataPlane,
+    FakeInstance,
     FakeSupervisor,
     Hooks,
     World,
@@ -23,13 +26,17 @@ from test_controller import (
     names,
 )
 
+from bluegreen import cli
+from bluegreen.admin import AdminContext, make_app, status_json
 from bluegreen.config import Colour
 from bluegreen.dataplane.table import RoutingTable
 from bluegreen.errors import NothingToDo
 from bluegreen.state import StateStore
 from bluegreen.steps import DeployRequest, Step, plan
 from bluegreen.steps.phases import describe
+from bluegreen.summary import weights_line
 
+TOKEN = "admin-token-for-tests-0123456789"
 MakeWorld = Callable[..., Awaitable[World]]
 
 
@@ -217,3 +224,45 @@ async def until(condition: Callable[[], Any], within: float = 5) -> None:
     while not condition():
         assert time.monotonic() < deadline
         await asyncio.sleep(0.01)
+
+
+async def test_status_dashboard_and_cli_show_the_current_weights(
+    phased: MakeWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    w = await phased(step_window=600)
+    monkeypatch.setattr(FakeInstance, "restarts", 0, raising=False)  # the status shows it
+    users = traffic(w)
+    ctx = AdminContext(
+        config=w.controller.config,
+        token=TOKEN,
+        controller=w.controller,
+        urls={},
+        shutdown=lambda: None,
+    )
+    try:
+        await first_release(w, tmp_path)
+        assert status_json(ctx)["weights"] is None  # atomic: nothing split
+        deploy_id = await w.controller.start_deploy(DeployRequest(path=tmp_path / "b"))
+        await at_step(w, deploy_id, "phases")
+        await until(lambda: w.dp.table.weights is not None)
+        st = status_json(ctx)
+        assert st["weights"] == {"green": 10, "blue": 90}
+        assert st["switch_steps"] == [10, 50, 100] and st["in_phases"]
+        line = "phased switch: new sessions green 10% · blue 90% (steps 10% → 50% → 100%)"
+        assert weights_line(st) == line
+        async with TestClient(TestServer(make_app(ctx))) as client:
+            page = await client.get("/", headers={"Authorization": f"Bearer {TOKEN}"})
+            html = await page.text()
+            assert page.status == 200 and line in html
+            assert "disabled>Promote" not in html  # promote skips the remaining steps
+            api = await client.get("/api/status", headers={"Authorization": f"Bearer {TOKEN}"})
+            assert (await api.json())["weights"] == {"green": 10, "blue": 90}
+        console = Console(record=True, width=200)
+        monkeypatch.setattr(cli, "console", console)
+        cli._print_status({**st, "urls": {}})
+        assert line in console.export_text()
+        await w.controller.promote()
+        await done(w, deploy_id, 10)
+    finally:
+        users.cancel()
+    assert status_json(ctx)["weights"] is None
