@@ -266,3 +266,22 @@ async def test_status_dashboard_and_cli_show_the_current_weights(
     finally:
         users.cancel()
     assert status_json(ctx)["weights"] is None
+
+
+async def test_a_daemon_stopping_during_the_phases_leaves_everyone_on_blue(
+    phased: MakeWorld, tmp_path: Path
+) -> None:
+    w = await phased(step_window=600)
+    users = traffic(w)
+    try:
+        await first_release(w, tmp_path)
+        deploy_id = await w.controller.start_deploy(DeployRequest(path=tmp_path / "b"))
+        await at_step(w, deploy_id, "phases")
+        await until(lambda: w.dp.table.weights is not None)
+        await w.controller.close()
+    finally:
+        users.cancel()
+    assert w.dp.table.live == "blue" and w.dp.table.weights is None
+    d = w.state.deploy(deploy_id)
+    assert d is not None and d.status == "rolled_back", d  # everyone went back to blue
+    assert w.state.current().live_release == "r-a"
