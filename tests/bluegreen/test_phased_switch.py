@@ -285,3 +285,16 @@ async def test_a_daemon_stopping_during_the_phases_leaves_everyone_on_blue(
     d = w.state.deploy(deploy_id)
     assert d is not None and d.status == "rolled_back", d  # everyone went back to blue
     assert w.state.current().live_release == "r-a"
+
+
+async def test_a_step_without_enough_requests_waits_longer_then_says_so(
+    phased: MakeWorld, tmp_path: Path
+) -> None:
+    w = await phased(step_window=0.3, steps=(20, 100))
+    await first_release(w, tmp_path)
+    w.dp.observe("blue", 200, 100)  # nobody reaches green during its step
+    d = await done(w, await w.controller.start_deploy(DeployRequest(path=tmp_path / "b")), 30)
+    assert d.status == "succeeded", d
+    phases = next(s for s in d.steps if s.name == "phases")
+    assert "20%: " in phases.output and "inconclusive: only 0 requests" in phases.output
+    assert "(window extended 2x for lack of requests)" in phases.output
