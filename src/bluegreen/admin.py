@@ -16,11 +16,14 @@ Endpoints (JSON unless noted):
 
 =======  ==========================  ====================================================
 GET      /api/status                 live colour/release, mode, instances, running deploy,
-                                     ``warm``: old colour kept for rollback, and until when
+                                     ``warm``: old colour kept for rollback, and until when;
+                                     ``weights``: share of new sessions per colour while a
+                                     phased switch splits them (else null), ``switch_steps``
 GET      /api/deploys?limit=N        deployment history, newest first, with steps
 GET      /api/deploys/{id}           one deploy with its steps
 POST     /api/deploys                ``{"ref"?, "path"?, "manual"?}`` → 202 ``{"deploy_id"}``
-POST     /api/promote                approve the manual deploy waiting in "approve"
+POST     /api/promote                approve the manual deploy waiting in "approve", or
+                                     skip a phased switch's remaining steps
 POST     /api/rollback               back to the previous release
 POST     /api/pause | /api/resume    hold requests / serve again
 POST     /api/maintenance            ``{"on": true|false}``
@@ -60,6 +63,7 @@ from bluegreen.dataplane.table import Mode
 from bluegreen.errors import BadRequest, BluegreenError, Forbidden, NotFound, Unauthorised
 from bluegreen.state import Deploy, StateStore
 from bluegreen.steps import ControlPlane
+from bluegreen.summary import weights_line
 from bluegreen.traffic import render_prometheus
 
 JSON_LIMIT = 64 * 1024
@@ -207,6 +211,7 @@ def status_json(ctx: AdminContext) -> dict[str, Any]:
             "errors_5xx_per_s": round(eps, 2),
             "error_rate": round(eps / rps, 4) if rps else 0.0,
         }
+    split = table.split()
     return {
         "app": ctx.config.app.name,
         "live_colour": cur.live_colour,
@@ -217,11 +222,11 @@ def status_json(ctx: AdminContext) -> dict[str, Any]:
         "mode": table.mode,
         "running_deploy": None if running is None else deploy_json(running),
         "warm": _warm(ctx, running, cur.live_colour, cur.previous_release),
-        "awaiting_approval": (
-            running is not None
-            and (step := running.running_step()) is not None
-            and step.name == "approve"
-        ),
+        "awaiting_approval": _running_step(running) == "approve",
+        "in_phases": _running_step(running) == "phases",
+        # Share of NEW sessions per colour while a phased switch splits them (None: atomic).
+        "weights": None if split is None else {split[0]: split[2], split[1]: 100 - split[2]},
+        "switch_steps": list(ctx.config.switch.steps),
         "instances": [
             {
                 "id": i.id,
@@ -239,6 +244,11 @@ def status_json(ctx: AdminContext) -> dict[str, Any]:
         "rates_last_minute": rates,
         "urls": ctx.urls,
     }
+
+
+def _running_step(running: Deploy | None) -> str | None:
+    step = running.running_step() if running is not None else None
+    return None if step is None else step.name
 
 
 def _warm(
@@ -503,12 +513,14 @@ async def dashboard(request: web.Request) -> web.Response:
     buttons = (
         f'<form class="inline" method="post" action="/ui/promote">'
         f'<input type="hidden" name="csrf" value="{csrf}"><button'
-        f"{'' if st['awaiting_approval'] else ' disabled'}>Promote</button></form>"
+        f"{'' if st['awaiting_approval'] or st['in_phases'] else ' disabled'}>Promote"
+        f"</button></form>"
         f'<form class="inline" method="post" action="/ui/rollback">'
         f'<input type="hidden" name="csrf" value="{csrf}"><button>Roll back</button></form>'
         f'<form class="inline" method="post" action="/logout">'
         f'<input type="hidden" name="csrf" value="{csrf}"><button>Log out</button></form>'
     )
+    phased = weights_line(st)
     flash = request.query.get("msg", "")
     body = (
         f"<h1>{_e(st['app'])} — bluegreen</h1>"
@@ -516,7 +528,8 @@ async def dashboard(request: web.Request) -> web.Response:
         + f"<p>Live: {badge} release <code>{_e(st['live_release'])}</code>; previous "
         f"<code>{_e(st['previous_release'])}</code>; mode <strong>{_e(st['mode'])}</strong>; "
         f"public <code>{_e(st['urls'].get('public'))}</code></p>"
-        f"<p>{buttons}</p>"
+        + (f'<p class="weights"><strong>{_e(phased)}</strong></p>' if phased else "")
+        + f"<p>{buttons}</p>"
         f"<h2>Instances</h2><table><tr><th>id</th><th>colour</th><th>release</th><th>pid</th>"
         f"<th>port</th><th>state</th><th>health</th><th>restarts</th></tr>{rows}</table>"
         f"<h2>Traffic (last {CHART_SECONDS // 60} minutes)</h2><p>{rates}</p>{chart}"

@@ -44,7 +44,7 @@ from bluegreen.environment import base_env
 from bluegreen.errors import BluegreenError
 from bluegreen.hooks import squawk_executable
 from bluegreen.private import open_private_binary
-from bluegreen.summary import deploy_line
+from bluegreen.summary import deploy_line, weights_line
 
 app = typer.Typer(
     help="Blue/green deployments for an HTTP app described by bluegreen.toml.",
@@ -365,7 +365,8 @@ def deploy(
 
 @app.command()
 def promote(ctx: typer.Context) -> None:
-    """Approve the manual deploy waiting for approval."""
+    """Approve the manual deploy waiting for approval, or skip a phased switch's remaining
+    steps (the new colour gets every session now)."""
     console.print(Api(_config(ctx)).call("POST", "/api/promote")["message"])
 
 
@@ -418,6 +419,9 @@ def _print_status(st: dict[str, Any]) -> None:
             f"{c}: {r['requests_per_s']} req/s, error rate {r.get('error_rate', 0.0):.2%} "
             f"({r['errors_5xx_per_s']} 5xx/s, last minute)"
         )
+    phased = weights_line(st)
+    if phased is not None:
+        console.print(phased, markup=False, highlight=False)
     line = deploy_line(st.get("running_deploy"), st.get("warm"))
     if line is not None:
         console.print(line, markup=False, highlight=False)

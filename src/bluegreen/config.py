@@ -49,6 +49,13 @@ resolved against the directory holding ``bluegreen.toml``.
     min_p95_ms = 50                       # >= 0: p95 differences below this never breach
     min_requests = 20                     # >= 0: fewer requests = inconclusive (passes)
 
+    [switch]                              # how the switch moves users to the new colour
+    steps = [100]                         # whole percents of NEW sessions on the new colour,
+                                          # strictly increasing, each 1..100, ending at 100;
+                                          # [100] = atomic; e.g. [10, 50, 100] = phased
+    step_window = 30                      # > 0 seconds: each phase below 100 % is analysed
+                                          # (new colour against the live one) this long
+
     [releases]
     keep = 3                              # >= 1 release dirs kept (plus live and previous)
     dir = "var/releases"                  # venvs live beside it, in <dir>/../envs
@@ -96,6 +103,7 @@ key is rejected.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import shlex
@@ -260,6 +268,25 @@ class ShadowConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SwitchConfig:
+    """``[switch]``: the share of new sessions on the new colour at each phase (``steps``,
+    whole percents ending at 100) and how long each phase below 100 % is analysed."""
+
+    steps: tuple[int, ...] = (100,)
+    step_window: float = 30.0
+
+    @property
+    def phased(self) -> bool:
+        """Whether the switch goes in phases (anything but the atomic ``[100]``)."""
+        return self.steps != (100,)
+
+    @property
+    def phases(self) -> tuple[int, ...]:
+        """The percents before the last step (100 %)."""
+        return self.steps[:-1]
+
+
+@dataclass(frozen=True, slots=True)
 class ReleasesConfig:
     """``[releases]``; ``dir`` is absolute."""
 
@@ -339,6 +366,7 @@ class Config:
     migrations: MigrationsConfig | None = None
     dataplane: DataPlaneSettings = field(default_factory=DataPlaneSettings)
     shadow: ShadowConfig = field(default_factory=ShadowConfig)
+    switch: SwitchConfig = field(default_factory=SwitchConfig)
     admin_token: str | None = field(default=None, repr=False)
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -414,6 +442,7 @@ def parse_config(
             "timeouts",
             "analysis",
             "shadow",
+            "switch",
             "releases",
             "state",
             "database",
@@ -473,6 +502,7 @@ def parse_config(
         migrations=migrations,
         dataplane=parse_settings(data, base_dir=root),
         shadow=_parse_shadow(_section(data, "shadow")),
+        switch=_parse_switch(_section(data, "switch")),
         admin_token=_admin_token(environ),
         raw=MappingProxyType(
             {k: dict(v) if isinstance(v, Mapping) else v for k, v in data.items()}
@@ -751,6 +781,28 @@ def _parse_shadow(sec: Mapping[str, Any]) -> ShadowConfig:
             sec, "shadow", "min_p95_ms", d.min_p95_ms, positive=False, unit="milliseconds"
         ),
         synthetic_paths=tuple(paths),
+    )
+
+
+def _parse_switch(sec: Mapping[str, Any]) -> SwitchConfig:
+    _only_keys(sec, "switch", {"steps", "step_window"})
+    d = SwitchConfig()
+    steps = sec.get("steps", list(d.steps))
+    how = "a list of whole percents, strictly increasing, each 1..100, ending at 100"
+    if not isinstance(steps, list) or not steps:
+        raise ConfigError(f"switch.steps: {how} (e.g. [10, 50, 100]), got {steps!r}")
+    for p in steps:
+        if isinstance(p, bool) or not isinstance(p, int) or not 1 <= p <= 100:
+            raise ConfigError(f"switch.steps: {how}; {p!r} is not a whole percent 1..100")
+    if any(a >= b for a, b in itertools.pairwise(steps)):
+        raise ConfigError(f"switch.steps: {how}; {steps} is not strictly increasing")
+    if steps[-1] != 100:
+        raise ConfigError(f"switch.steps: {how}; {steps} must end at 100 (everyone switched)")
+    return SwitchConfig(
+        steps=tuple(steps),
+        step_window=_number(
+            sec, "switch", "step_window", d.step_window, positive=True, unit="seconds"
+        ),
     )
 
 

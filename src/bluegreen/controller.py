@@ -108,7 +108,8 @@ class Controller:
             return interrupted
         missing = self.config.replicas.of(live_colour) - len(adopted)
         started = await plane.add_instances(live_colour, release, max(0, missing))
-        await plane.route(lambda t: t.with_live(live_colour).with_preview(None))
+        # A phased switch the last daemon left half way: everyone on the live colour.
+        await plane.route(lambda t: t.with_live(live_colour).with_preview(None).with_weights(None))
         logger.info(
             "serving %s: %d instance(s) adopted, %d started",
             live_colour,
@@ -195,10 +196,14 @@ class Controller:
             return deploy_id
 
     async def promote(self) -> int:
-        """Approve the manual deploy waiting in its approve step."""
+        """Approve the manual deploy waiting in its approve step, or skip the remaining
+        steps of a phased switch (the new colour gets everyone now)."""
         run = self._run
+        if run is not None and run.step is Step.PHASES:
+            run.skip_phases.set()
+            return run.deploy_id
         if run is None or run.step is not Step.APPROVE:
-            raise NothingToDo("no deploy is waiting for approval")
+            raise NothingToDo("no deploy is waiting for approval or in a phased switch")
         run.approved.set()
         return run.deploy_id
 
@@ -206,6 +211,7 @@ class Controller:
         """Back to the previous release; return ``(deploy id, what happened)``.
 
         * a deploy before its switch is cancelled (the live colour never changed);
+        * during a phased switch, everyone is back on the live colour at once;
         * after its switch, while the old colour is warm, the old colour is live again at
           once (this returns after the swap);
         * otherwise the previous release is started on the other colour, then switched to
@@ -242,7 +248,7 @@ class Controller:
             )
 
     async def _roll_back_running(self, run: Run) -> tuple[int, str]:
-        if not run.switched:
+        if not run.switched and run.step is not Step.PHASES:
             run.cancelled_by_operator = True
             assert run.task is not None
             run.task.cancel()
@@ -258,12 +264,15 @@ class Controller:
                 if known is not None and run.migrated:
                     known = dataclasses.replace(known, current=known.head)
                 await self.check_rollback(previous, plan=known)
+            phased = run.step is Step.PHASES
             run.rollback_requested.set()
             await run.rolled_back.wait()
-            return (
-                run.deploy_id,
-                f"deploy #{run.deploy_id} rolled back: {run.previous} is live again",
+            what = (
+                f"everyone is on {run.previous} again"
+                if phased
+                else f"{run.previous} is live again"
             )
+            return run.deploy_id, f"deploy #{run.deploy_id} rolled back: {what}"
         raise DeployInProgress(run.deploy_id, run.release.id if run.release else "?")
 
     async def check_rollback(self, release_id: str, *, plan: Plan | None = None) -> None:
@@ -338,7 +347,9 @@ class Controller:
     async def _run_steps(self, ctx: DeployContext) -> _Ending:
         run = ctx.run
         steps = plan(
-            manual=run.request.manual if run.request else False, rollback=run.request is None
+            manual=run.request.manual if run.request else False,
+            rollback=run.request is None,
+            phased=self.config.switch.phased,
         )
         ending = _Ending()
         try:
@@ -373,7 +384,7 @@ class Controller:
         """Before the switch: candidate stopped, preview back to the live colour."""
 
         async def stop() -> None:
-            await self.plane.route(lambda t: t.with_preview(None))
+            await self.plane.route(lambda t: t.with_preview(None).with_weights(None))
             await self.plane.stop_colour(ctx.run.target)
 
         await asyncio.shield(stop())

@@ -29,6 +29,18 @@ def deploy_line(
     return f"{what} running: {step}"
 
 
+def weights_line(st: Mapping[str, Any]) -> str | None:
+    """While a phased switch splits new sessions (``/api/status`` ``weights``): the share of
+    each colour and the planned steps, e.g. ``phased switch: new sessions green 10% · blue
+    90% (steps 10% → 50% → 100%)``."""
+    weights = st.get("weights")
+    if not weights:
+        return None
+    shares = " · ".join(f"{c} {p}%" for c, p in weights.items())
+    steps = " → ".join(f"{p}%" for p in st.get("switch_steps", []))
+    return f"phased switch: new sessions {shares}" + (f" (steps {steps})" if steps else "")
+
+
 def ready_line(app: str, *, public: str, https: str | None, dashboard: str, seconds: float) -> str:
     """The line ``bluegreen up`` prints once the app answers through Envoy."""
     where = f"{https} and {public}" if https else public

@@ -120,13 +120,13 @@ async def retire(ctx: DeployContext) -> Outcome:
 
 
 async def switch_back(ctx: DeployContext, reason: str) -> None:
-    """After the switch: the old colour (drained, still running) is live again at once; the
-    candidate is drained and stopped in the background."""
+    """After the switch (or during a phased one): the old colour (drained, still running) is
+    live again for everyone at once; the candidate is drained and stopped in the background."""
     run, plane = ctx.run, ctx.plane
     previous, target = run.previous, run.target
     assert previous is not None
     old_release = plane.state.current().colours.get(previous)
-    await plane.route(lambda t: t.with_live(previous).with_preview(None))
+    await plane.route(lambda t: t.with_live(previous).with_preview(None).with_weights(None))
     if old_release is not None:
         rolled_back = run.release.id if run.release is not None else None
         plane.state.restore_live(previous, old_release, rolled_back=rolled_back)

@@ -53,6 +53,7 @@ class Step(enum.StrEnum):
     SMOKE = "smoke"
     SHADOW = "shadow"
     APPROVE = "approve"
+    PHASES = "phases"
     SWITCH = "switch"
     DRAIN = "drain"
     ANALYSE = "analyse"
@@ -133,6 +134,8 @@ class Run:
     step: Step | None = None
     switched: bool = False
     approved: asyncio.Event = field(default_factory=asyncio.Event)
+    skip_phases: asyncio.Event = field(default_factory=asyncio.Event)
+    """``bluegreen promote`` during a phased switch: go to 100 % now."""
     rollback_requested: asyncio.Event = field(default_factory=asyncio.Event)
     retire_now: asyncio.Event = field(default_factory=asyncio.Event)
     rolled_back: asyncio.Event = field(default_factory=asyncio.Event)

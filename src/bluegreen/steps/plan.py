@@ -9,7 +9,7 @@ from types import MappingProxyType
 
 from bluegreen.config import Colour
 from bluegreen.state import DeployStatus
-from bluegreen.steps import aftercare, migration, rollout, shadow
+from bluegreen.steps import aftercare, migration, phases, rollout, shadow
 from bluegreen.steps.context import DeployContext, Outcome, Step
 
 StepFn = Callable[[DeployContext], Awaitable[Outcome]]
@@ -35,6 +35,7 @@ RUNNERS: Mapping[Step, StepFn] = MappingProxyType(
         Step.SMOKE: rollout.smoke,
         Step.SHADOW: shadow.shadow,
         Step.APPROVE: rollout.approve,
+        Step.PHASES: phases.phases,
         Step.SWITCH: rollout.switch,
         Step.DRAIN: aftercare.drain,
         Step.ANALYSE: aftercare.analyse,
@@ -55,6 +56,7 @@ _POLICY: Mapping[Step, OnFailure] = MappingProxyType(
         Step.SMOKE: OnFailure.ABORT,
         Step.SHADOW: OnFailure.ABORT,
         Step.APPROVE: OnFailure.ABORT,
+        Step.PHASES: OnFailure.ROLL_BACK,  # users were on the candidate: all back at once
         Step.SWITCH: OnFailure.ABORT,  # routes change atomically: if it raised, nothing switched
         Step.DRAIN: OnFailure.CONTINUE,
         Step.ANALYSE: OnFailure.ROLL_BACK,
@@ -63,14 +65,15 @@ _POLICY: Mapping[Step, OnFailure] = MappingProxyType(
 )
 
 
-def plan(*, manual: bool, rollback: bool = False) -> tuple[Step, ...]:
+def plan(*, manual: bool, rollback: bool = False, phased: bool = False) -> tuple[Step, ...]:
     """The steps a deploy goes through, in order.
 
     A rollback re-runs the last good release: it is neither prepared nor migrated (its
     code must work with the newer schema), but started cold it is checked like a deploy:
     ready, smoke through the preview listener, and the analysis after the switch.
     Steps that have nothing to do (no hook, nothing live before) are still listed and
-    recorded as ``skipped``.
+    recorded as ``skipped``. A ``phased`` switch (``[switch] steps`` other than ``[100]``)
+    adds the ``phases`` step before the switch; a rollback always switches atomically.
     """
     if rollback:
         return (
@@ -86,6 +89,8 @@ def plan(*, manual: bool, rollback: bool = False) -> tuple[Step, ...]:
     steps += [Step.START, Step.READY, Step.SMOKE, Step.SHADOW]
     if manual:
         steps.append(Step.APPROVE)
+    if phased:
+        steps.append(Step.PHASES)
     steps += [Step.SWITCH, Step.DRAIN, Step.ANALYSE, Step.RETIRE]
     return tuple(steps)
 

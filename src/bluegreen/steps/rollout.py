@@ -111,7 +111,7 @@ async def switch(ctx: DeployContext) -> Outcome:
         run.baseline = plane.traffic.baseline(run.previous, window)
     run.candidate_at_switch = sample.of(run.target)
     run.switch_at = time.monotonic()
-    await plane.route(lambda t: t.with_live(run.target).with_preview(None))
+    await plane.route(lambda t: t.with_live(run.target).with_preview(None).with_weights(None))
     if run.request is None:  # a rollback: the release it leaves never becomes "previous"
         left = plane.state.current().live_release
         plane.state.restore_live(run.target, ctx.release.id, rolled_back=left)
