@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import httpx
 
@@ -129,18 +129,27 @@ async def reap_strays(plane: ControlPlane, keep: Sequence[Instance]) -> list[int
     return reaped
 
 
+def served_users(steps: Mapping[str, str]) -> bool:
+    """Whether an interrupted deploy's new colour answered users: it was switched to, or a
+    phased switch had begun sending it sessions. Then users may have written through the new
+    schema, and its migration stays, as after a rollback: undoing it could lose their data."""
+    return steps.get("switch") == "ok" or steps.get("phases") in ("running", "ok", "failed")
+
+
 async def recover_interrupted(plane: ControlPlane, deploy: Deploy) -> list[str]:
-    """Undo what the interrupted ``deploy`` left behind (before its switch): its migration
-    (as a failed verify would) and its scratch database. What was done, line by line."""
+    """Undo what the interrupted ``deploy`` left behind (before any user reached its colour):
+    its migration (as a failed verify would) and its scratch database. What was done, line
+    by line."""
     notes: list[str] = []
     steps = {s.name: s.status for s in deploy.steps}
     release = plane.release_from_state(deploy.release_id)
     live = plane.state.current().live_colour
     colour: Colour = "green" if live == "blue" else "blue"
-    switched = steps.get("switch") == "ok"
     mig = plane.config.migrations
     migrate_from = plane.state.migrate_from(deploy.id)
-    if release is not None and migrate_from is not None and not switched:
+    if migrate_from is not None and served_users(steps):
+        notes.append("its migration stays: users were served by the new colour")
+    elif release is not None and migrate_from is not None:
         if mig is None or mig.downgrade is None:
             notes.append("its migration may be applied: no [migrations] downgrade to undo it")
         else:

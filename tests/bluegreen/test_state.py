@@ -231,3 +231,16 @@ def test_version_1_store_is_upgraded_keeping_history(tmp_path: Path) -> None:
         with pytest.raises(DeployInProgress):
             s.begin_deploy("r2", "HEAD")
             s.begin_deploy("r3", "HEAD")
+
+
+def test_an_interrupted_deploy_keeps_its_migration_once_users_reached_its_colour() -> None:
+    from bluegreen.recovery import served_users
+
+    before = {"migrate": "ok", "start": "ok", "ready": "ok", "smoke": "running"}
+    assert not served_users(before)  # undone, as a failed verify would
+    assert not served_users({**before, "smoke": "ok", "phases": "skipped"})
+    # A phased switch had sent sessions to it (killed during, or after, the phases), or it
+    # was switched: users may have written through the new schema.
+    for phases in ("running", "ok", "failed"):
+        assert served_users({**before, "smoke": "ok", "phases": phases})
+    assert served_users({**before, "smoke": "ok", "switch": "ok"})
