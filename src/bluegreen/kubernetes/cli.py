@@ -69,10 +69,30 @@ def render_kubernetes(
         ingress_namespace=ingress_namespace,
         monitoring_namespace=monitoring_namespace,
     )
-    objects = render(_config(ctx), opts)
+    config = _config(ctx)
+    objects = render(config, opts)
     written = write_base(objects, namespace, out)
     for path in written:
         typer.echo(str(path))
+    for note in one_host_only(config):
+        typer.echo(f"note: {note}", err=True)
+
+
+def one_host_only(config: Config) -> list[str]:
+    """Settings of ``bluegreen.toml`` the rendered Argo Rollouts blue-green does not carry,
+    each said once at render time rather than silently dropped."""
+    notes: list[str] = []
+    if config.shadow.share > 0:
+        notes.append(
+            "[shadow] is not rendered: mirroring live reads to the preview is the one-host "
+            "data plane's (Envoy); on Kubernetes the pre-promotion analysis is the smoke job"
+        )
+    if config.switch.phased:
+        notes.append(
+            "[switch] steps are not rendered: Argo Rollouts' blueGreen strategy switches "
+            "atomically (a phased switch there is its canary strategy, not rendered here)"
+        )
+    return notes
 
 
 def _database_url(config: Config) -> dict[str, str]:

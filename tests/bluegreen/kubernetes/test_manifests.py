@@ -294,3 +294,23 @@ def test_the_cli_writes_a_kustomize_base(tmp_path: Path) -> None:
     for obj in objects:
         assert errors(obj) == [], obj["metadata"]["name"]
     assert objects == render(repo_config(), Options(image="clinic:TAG", namespace="clinic"))
+
+
+def test_settings_kubernetes_does_not_carry_are_named(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from bluegreen.kubernetes.cli import one_host_only
+
+    config = repo_config()
+    plain = replace(
+        config,
+        shadow=replace(config.shadow, share=0.0),
+        switch=replace(config.switch, steps=(100,)),
+    )
+    assert one_host_only(plain) == []
+    both = replace(plain, shadow=replace(plain.shadow, share=1.0))
+    both = replace(both, switch=replace(both.switch, steps=(10, 50, 100)))
+    notes = one_host_only(both)
+    assert len(notes) == 2
+    assert notes[0].startswith("[shadow] is not rendered")
+    assert notes[1].startswith("[switch] steps are not rendered")
