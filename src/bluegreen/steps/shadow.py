@@ -29,6 +29,13 @@ from bluegreen.traffic import to_stats
 GroupStats = dict[tuple[Colour, Group], ColourStats]
 SETTLE = 5.0
 """Seconds to wait for the mirrored answers still in flight to be counted."""
+WARMUP = 2.0
+"""Seconds of mirroring before the window opens (at most ``duration``), not judged: a colour
+that just started answers its first requests slowly (templates compiled, connections
+opened), which the live colour did long ago."""
+WARM_ROUNDS = 3
+"""Synthetic reads of each path per candidate instance during the warm-up, so that every
+instance has answered every synthetic path before the window opens, traffic or not."""
 
 
 async def shadow(ctx: DeployContext) -> Outcome:
@@ -40,9 +47,10 @@ async def shadow(ctx: DeployContext) -> Outcome:
     if live is None:
         return "skipped", "first deploy: no live colour to mirror"
     dp = plane.dataplane
-    live0, shadow0 = await dp.group_stats(), await dp.shadow_stats()
     await plane.route(lambda t: t.with_shadow(Shadow(run.target, cfg.share)))
     try:
+        warm = await _warm_up(ctx, cfg)
+        live0, shadow0 = await dp.group_stats(), await dp.shadow_stats()
         await asyncio.sleep(cfg.duration)
         mirrored = _total(_delta(await dp.shadow_stats(), shadow0), run.target).requests
         synthetic = 0
@@ -54,7 +62,8 @@ async def shadow(ctx: DeployContext) -> Outcome:
     finally:
         with contextlib.suppress(Exception):
             await plane.route(lambda t: t.with_shadow(None))
-    return judge(cfg, live, run.target, live_window, shadow_window, synthetic)
+    outcome, output = judge(cfg, live, run.target, live_window, shadow_window, synthetic)
+    return outcome, f"{warm}\n{output}"
 
 
 def judge(
@@ -105,13 +114,40 @@ def judge(
     return "ok", f"{table}\n{sample}"
 
 
+async def _warm_up(ctx: DeployContext, cfg: ShadowConfig) -> str:
+    """Mirroring is on: warm the candidate up before the window opens (:data:`WARMUP`,
+    :data:`WARM_ROUNDS`); what was done, for the output."""
+    started = time.monotonic()
+    rounds = WARM_ROUNDS * ctx.config.replicas.of(ctx.run.target)
+    sent = 0
+    if cfg.synthetic_paths:
+        async with _synthetic_client(ctx) as http:
+            for path in [p for _ in range(rounds) for p in cfg.synthetic_paths]:
+                await _read(http, path)
+                sent += 1
+    await asyncio.sleep(max(0.0, min(WARMUP, cfg.duration) - (time.monotonic() - started)))
+    return f"warm-up, not judged: {time.monotonic() - started:.1f}s of mirroring" + (
+        f" with {sent} synthetic reads" if sent else ""
+    )
+
+
+def _synthetic_client(ctx: DeployContext) -> httpx.AsyncClient:
+    """A client of the public listener, where the live colour answers and Envoy mirrors."""
+    base = ctx.plane.dataplane.urls()["public"]
+    return httpx.AsyncClient(base_url=base, timeout=10, trust_env=False)
+
+
+async def _read(http: httpx.AsyncClient, path: str) -> None:
+    with contextlib.suppress(httpx.HTTPError):
+        await http.get(path, headers={"User-Agent": "bluegreen-shadow-synthetic"})
+
+
 async def _top_up(ctx: DeployContext, cfg: ShadowConfig, shadow0: GroupStats) -> int:
     """Anonymous reads of ``synthetic_paths`` through the public listener until enough
     are mirrored (at most four times ``min_requests``); how many were sent."""
     dp, target = ctx.plane.dataplane, ctx.run.target
-    base = dp.urls()["public"]
     sent = 0
-    async with httpx.AsyncClient(base_url=base, timeout=10, trust_env=False) as http:
+    async with _synthetic_client(ctx) as http:
         for path in itertools.cycle(cfg.synthetic_paths):
             if sent >= 4 * cfg.min_requests:
                 break
@@ -119,8 +155,7 @@ async def _top_up(ctx: DeployContext, cfg: ShadowConfig, shadow0: GroupStats) ->
                 got = _total(_delta(await dp.shadow_stats(), shadow0), target).requests
                 if got >= cfg.min_requests:
                     break
-            with contextlib.suppress(httpx.HTTPError):
-                await http.get(path, headers={"User-Agent": "bluegreen-shadow-synthetic"})
+            await _read(http, path)
             sent += 1
     return sent
 
