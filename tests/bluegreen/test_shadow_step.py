@@ -219,6 +219,50 @@ async def test_a_cold_start_is_warmed_up_not_judged(tmp_path: Path, worlds: list
     assert seen[:12] == ["/", "/doctors"] * 6 and dp.cold == 0
 
 
+class LaggingPlane(ShadowPlane):
+    """The candidate answers the mirrored copy of a read late: one answer each time its
+    statistics are read. ``behind``: its unanswered reads, after each read."""
+
+    def __init__(self) -> None:
+        super().__init__(live_s=0.02, shadow_s=0.02, per_look=0)
+        self.queued = 0
+        self.behind: list[int] = []
+
+    def read(self, n: int) -> None:
+        shadow, live = self.table.shadow, self.table.live
+        if shadow is None or live is None or n == 0:
+            return
+        key: Key = (live, "pages")
+        self.live[key] = self.live.get(key, ColourStats(live)) + stats(live, n, self.live_s)
+        self.queued += n
+        self.behind.append(self.queued)
+
+    async def shadow_stats(self) -> dict[Key, ColourStats]:
+        shadow = self.table.shadow
+        if self.queued and shadow is not None:
+            self.queued -= 1
+            key: Key = (shadow.target, "pages")
+            answer = stats(shadow.target, 1, self.shadow_s)
+            self.mirrored[key] = self.mirrored.get(key, ColourStats(shadow.target)) + answer
+        return dict(self.mirrored)
+
+
+async def test_synthetic_reads_wait_for_the_candidates_answers(
+    tmp_path: Path, worlds: list[World]
+) -> None:
+    # The live colour answers at once, the candidate late. Sent as fast as the live colour
+    # answers, the reads piled up on the candidate, which was then judged on a queue the
+    # live colour never had (end to end: green's p95 over a second against blue's 90 ms).
+    dp = LaggingPlane()
+    async with public_listener(dp) as seen:
+        w = await make_world(tmp_path, dp, min_requests=30, synthetic_paths=("/", "/doctors"))
+        worlds.append(w)
+        d = await two_deploys(w, tmp_path)
+    assert d.status == "succeeded", d
+    assert len(seen) >= 30 + 12  # the warm-up, then the window's top-up
+    assert max(dp.behind) <= 3, dp.behind  # AHEAD (2) unanswered, then the one sent
+
+
 def test_errors_on_the_mirrored_reads_are_a_breach() -> None:
     cfg = ShadowConfig(share=1.0, min_requests=50)
     live = {("blue", "pages"): stats("blue", 200, 0.02)}

@@ -36,6 +36,12 @@ opened), which the live colour did long ago."""
 WARM_ROUNDS = 3
 """Synthetic reads of each path per candidate instance during the warm-up, so that every
 instance has answered every synthetic path before the window opens, traffic or not."""
+AHEAD = 2
+"""Synthetic reads sent that the candidate has not answered yet, at most: a read waits for
+the live colour's answer and for the candidate's to the mirrored copies before it, so a
+candidate that stalls a moment is not judged on a queue the live colour never had."""
+PACE_TIMEOUT = 10.0
+"""Seconds a synthetic read waits for the candidate's answers before it goes anyway."""
 
 
 async def shadow(ctx: DeployContext) -> Outcome:
@@ -121,43 +127,64 @@ async def _warm_up(ctx: DeployContext, cfg: ShadowConfig) -> str:
     rounds = WARM_ROUNDS * ctx.config.replicas.of(ctx.run.target)
     sent = 0
     if cfg.synthetic_paths:
-        async with _synthetic_client(ctx) as http:
+        async with Synthetic(ctx) as reads:
             for path in [p for _ in range(rounds) for p in cfg.synthetic_paths]:
-                await _read(http, path)
-                sent += 1
+                await reads.read(path)
+            sent = reads.sent
     await asyncio.sleep(max(0.0, min(WARMUP, cfg.duration) - (time.monotonic() - started)))
     return f"warm-up, not judged: {time.monotonic() - started:.1f}s of mirroring" + (
         f" with {sent} synthetic reads" if sent else ""
     )
 
 
-def _synthetic_client(ctx: DeployContext) -> httpx.AsyncClient:
-    """A client of the public listener, where the live colour answers and Envoy mirrors."""
-    base = ctx.plane.dataplane.urls()["public"]
-    return httpx.AsyncClient(base_url=base, timeout=10, trust_env=False)
+class Synthetic:
+    """Anonymous reads through the public listener, where the live colour answers and Envoy
+    mirrors them, paced on both colours (:data:`AHEAD`)."""
 
+    def __init__(self, ctx: DeployContext) -> None:
+        self.dp, self.target = ctx.plane.dataplane, ctx.run.target
+        base = self.dp.urls()["public"]
+        self.http = httpx.AsyncClient(base_url=base, timeout=10, trust_env=False)
+        self.sent = 0
+        self.answered_before = 0  # the candidate's mirrored answers before the first read
+        self.answered = 0  # since then, as last seen
 
-async def _read(http: httpx.AsyncClient, path: str) -> None:
-    with contextlib.suppress(httpx.HTTPError):
-        await http.get(path, headers={"User-Agent": "bluegreen-shadow-synthetic"})
+    async def __aenter__(self) -> Synthetic:
+        self.answered_before = await self._answers()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.http.aclose()
+
+    async def read(self, path: str) -> None:
+        """GET ``path`` once the candidate is at most :data:`AHEAD` answers behind."""
+        deadline = time.monotonic() + PACE_TIMEOUT
+        while self.sent - self.answered > AHEAD and time.monotonic() < deadline:
+            self.answered = await self._answers() - self.answered_before
+            if self.sent - self.answered > AHEAD:
+                await asyncio.sleep(0.02)
+        with contextlib.suppress(httpx.HTTPError):
+            await self.http.get(path, headers={"User-Agent": "bluegreen-shadow-synthetic"})
+        self.sent += 1
+
+    async def _answers(self) -> int:
+        return _total(await self.dp.shadow_stats(), self.target).requests
 
 
 async def _top_up(ctx: DeployContext, cfg: ShadowConfig, shadow0: GroupStats) -> int:
-    """Anonymous reads of ``synthetic_paths`` through the public listener until enough
-    are mirrored (at most four times ``min_requests``); how many were sent."""
+    """Synthetic reads of ``synthetic_paths`` until enough are mirrored (at most four times
+    ``min_requests``); how many were sent."""
     dp, target = ctx.plane.dataplane, ctx.run.target
-    sent = 0
-    async with _synthetic_client(ctx) as http:
+    async with Synthetic(ctx) as reads:
         for path in itertools.cycle(cfg.synthetic_paths):
-            if sent >= 4 * cfg.min_requests:
+            if reads.sent >= 4 * cfg.min_requests:
                 break
-            if sent % 10 == 0:
+            if reads.sent % 10 == 0:
                 got = _total(_delta(await dp.shadow_stats(), shadow0), target).requests
                 if got >= cfg.min_requests:
                     break
-            await _read(http, path)
-            sent += 1
-    return sent
+            await reads.read(path)
+    return reads.sent
 
 
 async def _settle(ctx: DeployContext, shadow0: GroupStats) -> None:
