@@ -158,26 +158,62 @@ async def get_loop(
     paths: Sequence[str] = GET_PATHS,
     headers: Mapping[str, str] | None = None,
 ) -> None:
-    """GETs of ``paths`` (at random) every ``interval`` seconds until ``stop``; a 5xx, or
-    anything but 200 outside ``/api/v1/doctors``, is a failure. ``/version`` answers are
-    recorded (which colour and release served them, when)."""
+    """One client: a GET of one of ``paths`` (at random) every ``interval`` seconds, each
+    after the previous one was answered, until ``stop`` (see :func:`get_once`)."""
     while not stop.is_set():
-        path = random.choice(paths)
         started = time.time()
-        try:
-            async with session.get(base + path, headers=headers) as resp:
-                body = await resp.read()
-                if resp.status >= 500 or (path != "/api/v1/doctors" and resp.status != 200):
-                    stats.failures.append(f"GET {path}: {resp.status} {body[:200]!r}")
-                else:
-                    stats.ok += 1
-                    if path == "/version":
-                        served = json.loads(body)
-                        stats.colours.append((started, served.get("color")))
-                        stats.releases.append((started, served.get("release")))
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            stats.failures.append(f"GET {path}: {exc!r}")
+        await get_once(session, base, random.choice(paths), stats, headers)
         await asyncio.sleep(max(0.0, interval - (time.time() - started)))
+
+
+async def open_loop(
+    session: aiohttp.ClientSession,
+    base: str,
+    stats: Stats,
+    stop: asyncio.Event,
+    rate: float,
+    *,
+    paths: Sequence[str] = GET_PATHS,
+) -> None:
+    """Users arriving on their own: ``rate`` GETs per second on a fixed schedule, whether
+    or not the earlier ones were answered, until ``stop``. A colour that stalls gets a
+    queue, as it would in production; a client that waits for each answer would slow down
+    for the live colour only, never for a colour its requests are mirrored to."""
+    pending: set[asyncio.Task[None]] = set()
+    due = time.monotonic()
+    while not stop.is_set():
+        task = asyncio.create_task(get_once(session, base, random.choice(paths), stats))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+        due += 1 / rate
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), max(0.0, due - time.monotonic()))
+    await asyncio.gather(*pending)
+
+
+async def get_once(
+    session: aiohttp.ClientSession,
+    base: str,
+    path: str,
+    stats: Stats,
+    headers: Mapping[str, str] | None = None,
+) -> None:
+    """GET ``path``: a 5xx, or anything but 200 outside ``/api/v1/doctors``, is a failure;
+    a ``/version`` answer is recorded (which colour and release served it, when)."""
+    started = time.time()
+    try:
+        async with session.get(base + path, headers=headers) as resp:
+            body = await resp.read()
+            if resp.status >= 500 or (path != "/api/v1/doctors" and resp.status != 200):
+                stats.failures.append(f"GET {path}: {resp.status} {body[:200]!r}")
+            else:
+                stats.ok += 1
+                if path == "/version":
+                    served = json.loads(body)
+                    stats.colours.append((started, served.get("color")))
+                    stats.releases.append((started, served.get("release")))
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        stats.failures.append(f"GET {path}: {exc!r}")
 
 
 async def booking_loop(
