@@ -265,6 +265,7 @@ async def no_traffic(w: World, copy: Path) -> Row:
     mirrored, real, synthetic = sample_of(shadow["output"])
     assert real == 0 and synthetic > 0 and mirrored >= 50, shadow["output"]
     rows = shadow_table(shadow["output"])
+    print(f"\n--- a) shadow step, no traffic:\n{shadow['output']}")
     return (
         "a  no traffic",
         "shadow passed",
@@ -283,6 +284,7 @@ async def as_fast(w: World, copy: Path) -> Row:
     for group in ("pages", "api", "static"):
         assert rows[group]["green_n"] > 0, shadow["output"]
         assert rows[group]["green_p95"] is not None, shadow["output"]
+    print(f"\n--- b) shadow step, as fast as blue:\n{shadow['output']}")
     return (
         "b  as fast as blue",
         "shadow passed",
@@ -308,6 +310,7 @@ async def slow_pages(w: World, copy: Path, stats: Stats) -> Row:
     assert {r for t, r in stats.releases if t0 <= t <= t1} == {w.blue_release}
     assert stats.failures[failed0:] == [], stats.failures[failed0:][:10]
     answers = sum(1 for t, _ in stats.releases if t0 <= t <= t1)
+    print(f"\n--- c) bluegreen deploy, +300 ms pages:\n{out[max(0, out.find('✘')) :]}")
     return (
         "c  +300 ms GET pages",
         "refused at shadow",
@@ -338,6 +341,7 @@ async def failing(w: World, copy: Path, stats: Stats) -> Row:
     await asyncio.sleep(1)
     assert await served_since(stats, back_at + 0.5) == {w.blue_release}
     seen_failed = stats.failures[failed0:]
+    print(f"\n--- d) analyse step, 25 % failing:\n{d['error']}\n{s['analyse']['output']}")
     assert all(": 500 " in f for f in seen_failed), seen_failed[:10]
     return (
         "d  25 % failing, atomic",
