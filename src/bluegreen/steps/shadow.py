@@ -3,10 +3,14 @@ safe reads to the candidate (its answers are discarded), and the candidate's fig
 those requests are compared with the live colour's over the same window, per route group
 and overall. A breach aborts the deploy before any user sees the candidate.
 
+The window opens after a warm-up that is not judged (:data:`WARMUP`, :data:`WARM_ROUNDS`):
+a colour that just started is slow on its first requests, which the live colour is not.
+
 Too little live traffic never passes: anonymous synthetic reads (``[shadow]
 synthetic_paths``) are sent through the public listener, so the live colour answers them
 and Envoy mirrors them like any other read, until there is enough to decide; the output
-says how much of the sample was synthetic.
+says how much of the sample was synthetic. They wait for the candidate's answers too
+(:data:`AHEAD`), so that both colours answer them at the same pace.
 """
 
 from __future__ import annotations
