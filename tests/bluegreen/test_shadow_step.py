@@ -4,6 +4,7 @@ before the switch, too little data never passes, and synthetic reads top up a qu
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -51,8 +52,11 @@ class ShadowPlane(FakeDataPlane):
     in ``shadow_s``. ``url`` (when set) is the public listener: a GET there is one more read,
     answered and mirrored the same way."""
 
-    def __init__(self, live_s: float, shadow_s: float, per_look: int, shadow_5xx: int = 0) -> None:
+    def __init__(
+        self, live_s: float, shadow_s: float, per_look: int, shadow_5xx: int = 0, cold: int = 0
+    ) -> None:
         super().__init__()
+        self.cold = cold  # the target's first reads take 0.5 s (a cold start)
         self.live_s, self.shadow_s, self.per_look, self.shadow_5xx = (
             live_s,
             shadow_s,
@@ -75,9 +79,11 @@ class ShadowPlane(FakeDataPlane):
         key: Key = (live, "pages")
         self.live[key] = self.live.get(key, ColourStats(live)) + stats(live, n, self.live_s)
         skey: Key = (shadow.target, "pages")
-        self.mirrored[skey] = self.mirrored.get(skey, ColourStats(shadow.target)) + stats(
-            shadow.target, n, self.shadow_s, errors=min(n, self.shadow_5xx)
-        )
+        cold, self.cold = min(n, self.cold), self.cold - min(n, self.cold)
+        answered = stats(shadow.target, n - cold, self.shadow_s, errors=min(n, self.shadow_5xx))
+        if cold:
+            answered = answered + stats(shadow.target, cold, 0.5)
+        self.mirrored[skey] = self.mirrored.get(skey, ColourStats(shadow.target)) + answered
 
     async def group_stats(self) -> dict[Key, ColourStats]:
         self.read(self.per_look)
@@ -88,6 +94,31 @@ class ShadowPlane(FakeDataPlane):
 
     def urls(self) -> dict[str, str]:
         return {**super().urls(), **({"public": self.url} if self.url else {})}
+
+
+@contextlib.asynccontextmanager
+async def public_listener(dp: ShadowPlane) -> AsyncIterator[list[str]]:
+    """A public listener for ``dp``: each GET is one more read of the live colour, mirrored;
+    yields the paths read."""
+    seen: list[str] = []
+
+    async def page(request: web.Request) -> web.Response:
+        seen.append(request.path)
+        dp.read(1)
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", page)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    dp.url = f"http://127.0.0.1:{port}"
+    try:
+        yield seen
+    finally:
+        await runner.cleanup()
 
 
 async def make_world(tmp_path: Path, dp: ShadowPlane, **shadow: Any) -> World:
@@ -161,31 +192,75 @@ async def test_a_quiet_window_is_topped_up_with_synthetic_reads_and_says_so(
     tmp_path: Path, worlds: list[World]
 ) -> None:
     dp = ShadowPlane(live_s=0.02, shadow_s=0.02, per_look=0)
-    seen: list[str] = []
-
-    async def page(request: web.Request) -> web.Response:
-        seen.append(request.path)
-        dp.read(1)
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", page)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    dp.url = f"http://127.0.0.1:{port}"
-    try:
+    async with public_listener(dp) as seen:
         w = await make_world(tmp_path, dp, min_requests=30, synthetic_paths=("/", "/doctors"))
         worlds.append(w)
         d = await two_deploys(w, tmp_path)
-    finally:
-        await runner.cleanup()
     assert d.status == "succeeded", d
     step = next(s for s in d.steps if s.name == "shadow")
     assert "0 from users" in step.output and "synthetic" in step.output
     assert set(seen) == {"/", "/doctors"} and len(seen) >= 30
+
+
+async def test_a_cold_start_is_warmed_up_not_judged(tmp_path: Path, worlds: list[World]) -> None:
+    # No user traffic; the candidate's first 8 reads are slow, then it is as fast as live.
+    # Judged, they were a breach: in the end-to-end proof, an unchanged release was refused
+    # with green's pages p95 at 500 ms against blue's 250 (templates compiled on the first
+    # synthetic reads, 2 paths x 2 instances).
+    dp = ShadowPlane(live_s=0.02, shadow_s=0.02, per_look=0, cold=8)
+    async with public_listener(dp) as seen:
+        w = await make_world(tmp_path, dp, min_requests=50, synthetic_paths=("/", "/doctors"))
+        worlds.append(w)
+        d = await two_deploys(w, tmp_path)
+    assert d.status == "succeeded", d
+    step = next(s for s in d.steps if s.name == "shadow")
+    # 3 rounds of both paths for each of green's 2 instances, before the window opened.
+    assert "warm-up, not judged" in step.output and "with 12 synthetic reads" in step.output
+    assert seen[:12] == ["/", "/doctors"] * 6 and dp.cold == 0
+
+
+class LaggingPlane(ShadowPlane):
+    """The candidate answers the mirrored copy of a read late: one answer each time its
+    statistics are read. ``behind``: its unanswered reads, after each read."""
+
+    def __init__(self) -> None:
+        super().__init__(live_s=0.02, shadow_s=0.02, per_look=0)
+        self.queued = 0
+        self.behind: list[int] = []
+
+    def read(self, n: int) -> None:
+        shadow, live = self.table.shadow, self.table.live
+        if shadow is None or live is None or n == 0:
+            return
+        key: Key = (live, "pages")
+        self.live[key] = self.live.get(key, ColourStats(live)) + stats(live, n, self.live_s)
+        self.queued += n
+        self.behind.append(self.queued)
+
+    async def shadow_stats(self) -> dict[Key, ColourStats]:
+        shadow = self.table.shadow
+        if self.queued and shadow is not None:
+            self.queued -= 1
+            key: Key = (shadow.target, "pages")
+            answer = stats(shadow.target, 1, self.shadow_s)
+            self.mirrored[key] = self.mirrored.get(key, ColourStats(shadow.target)) + answer
+        return dict(self.mirrored)
+
+
+async def test_synthetic_reads_wait_for_the_candidates_answers(
+    tmp_path: Path, worlds: list[World]
+) -> None:
+    # The live colour answers at once, the candidate late. Sent as fast as the live colour
+    # answers, the reads piled up on the candidate, which was then judged on a queue the
+    # live colour never had (end to end: green's p95 over a second against blue's 90 ms).
+    dp = LaggingPlane()
+    async with public_listener(dp) as seen:
+        w = await make_world(tmp_path, dp, min_requests=30, synthetic_paths=("/", "/doctors"))
+        worlds.append(w)
+        d = await two_deploys(w, tmp_path)
+    assert d.status == "succeeded", d
+    assert len(seen) >= 30 + 12  # the warm-up, then the window's top-up
+    assert max(dp.behind) <= 3, dp.behind  # AHEAD (2) unanswered, then the one sent
 
 
 def test_errors_on_the_mirrored_reads_are_a_breach() -> None:

@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -15,7 +16,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -45,9 +46,17 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
-def make_config(tmp: Path) -> Path:
-    """The repo's bluegreen.toml with free ports, a temp state dir and short timings."""
-    text = (REPO / "bluegreen.toml").read_text()
+SHADOW_DURATION = 5
+"""Seconds of the shadow step's window when a test turns it on (``make_config(shadow=True)``)."""
+
+
+def make_config(tmp: Path, *, shadow: bool = False) -> Path:
+    """The repo's bluegreen.toml with free ports, a temp state dir and short timings.
+
+    The shadow step runs only when ``shadow`` is true (``[shadow] share = 1.0``, for a
+    :data:`SHADOW_DURATION` window), whatever bluegreen.toml says: the other tests keep it
+    off so that their deploys do not each wait out a shadow window."""
+    text = with_shadow((REPO / "bluegreen.toml").read_text(), on=shadow)
     for addr in ("127.0.0.1:8000", "127.0.0.1:8001", "127.0.0.1:8002", "127.0.0.1:8443"):
         assert addr in text
         text = text.replace(f'"{addr}"', '"127.0.0.1:0"')
@@ -68,6 +77,23 @@ def make_config(tmp: Path) -> Path:
     path = tmp / "bluegreen.toml"
     path.write_text(text)
     return path
+
+
+def with_shadow(text: str, *, on: bool) -> str:
+    """``text`` (a bluegreen.toml) with its ``[shadow]`` share set to 1.0 (and its duration
+    to :data:`SHADOW_DURATION`) or to 0.0."""
+    head = re.search(r"(?m)^\[shadow\][ \t]*$", text)
+    assert head, "bluegreen.toml has no [shadow] table"
+    nxt = re.search(r"(?m)^\[", text[head.end() :])
+    end = head.end() + nxt.start() if nxt else len(text)
+    section = text[head.end() : end]
+    swaps = {"share": "1.0" if on else "0.0"}
+    if on:
+        swaps["duration"] = str(SHADOW_DURATION)
+    for key, value in swaps.items():
+        section, n = re.subn(rf"(?m)^{key}[ \t]*=[ \t]*[0-9.]+", f"{key} = {value}", section)
+        assert n == 1, f"[shadow] {key} not found in bluegreen.toml"
+    return text[: head.end()] + section + text[end:]
 
 
 def env(tmp: Path) -> dict[str, str]:
@@ -115,28 +141,79 @@ class Stats:
     ok: int = 0
     failures: list[str] = field(default_factory=list)
     colours: list[tuple[float, str | None]] = field(default_factory=list)
+    releases: list[tuple[float, str | None]] = field(default_factory=list)  # from /version
     bookings: dict[str, int] = field(default_factory=dict)  # idempotency key -> appointment id
 
 
+GET_PATHS = ("/", "/api/v1/doctors", "/version")
+
+
 async def get_loop(
-    session: aiohttp.ClientSession, base: str, stats: Stats, stop: asyncio.Event, interval: float
+    session: aiohttp.ClientSession,
+    base: str,
+    stats: Stats,
+    stop: asyncio.Event,
+    interval: float,
+    *,
+    paths: Sequence[str] = GET_PATHS,
+    headers: Mapping[str, str] | None = None,
 ) -> None:
-    paths = ["/", "/api/v1/doctors", "/version"]
+    """One client: a GET of one of ``paths`` (at random) every ``interval`` seconds, each
+    after the previous one was answered, until ``stop`` (see :func:`get_once`)."""
     while not stop.is_set():
-        path = random.choice(paths)
         started = time.time()
-        try:
-            async with session.get(base + path) as resp:
-                body = await resp.read()
-                if resp.status >= 500 or (path != "/api/v1/doctors" and resp.status != 200):
-                    stats.failures.append(f"GET {path}: {resp.status} {body[:200]!r}")
-                else:
-                    stats.ok += 1
-                    if path == "/version":
-                        stats.colours.append((started, json.loads(body).get("color")))
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            stats.failures.append(f"GET {path}: {exc!r}")
+        await get_once(session, base, random.choice(paths), stats, headers)
         await asyncio.sleep(max(0.0, interval - (time.time() - started)))
+
+
+async def open_loop(
+    session: aiohttp.ClientSession,
+    base: str,
+    stats: Stats,
+    stop: asyncio.Event,
+    rate: float,
+    *,
+    paths: Sequence[str] = GET_PATHS,
+) -> None:
+    """Users arriving on their own: ``rate`` GETs per second on a fixed schedule, whether
+    or not the earlier ones were answered, until ``stop``. A colour that stalls gets a
+    queue, as it would in production; a client that waits for each answer would slow down
+    for the live colour only, never for a colour its requests are mirrored to."""
+    pending: set[asyncio.Task[None]] = set()
+    due = time.monotonic()
+    while not stop.is_set():
+        task = asyncio.create_task(get_once(session, base, random.choice(paths), stats))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+        due += 1 / rate
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), max(0.0, due - time.monotonic()))
+    await asyncio.gather(*pending)
+
+
+async def get_once(
+    session: aiohttp.ClientSession,
+    base: str,
+    path: str,
+    stats: Stats,
+    headers: Mapping[str, str] | None = None,
+) -> None:
+    """GET ``path``: a 5xx, or anything but 200 outside ``/api/v1/doctors``, is a failure;
+    a ``/version`` answer is recorded (which colour and release served it, when)."""
+    started = time.time()
+    try:
+        async with session.get(base + path, headers=headers) as resp:
+            body = await resp.read()
+            if resp.status >= 500 or (path != "/api/v1/doctors" and resp.status != 200):
+                stats.failures.append(f"GET {path}: {resp.status} {body[:200]!r}")
+            else:
+                stats.ok += 1
+                if path == "/version":
+                    served = json.loads(body)
+                    stats.colours.append((started, served.get("color")))
+                    stats.releases.append((started, served.get("release")))
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        stats.failures.append(f"GET {path}: {exc!r}")
 
 
 async def booking_loop(
@@ -186,6 +263,57 @@ async def free_slots(base: str, auth: dict[str, str]) -> list[tuple[int, str]]:
                 out += [(int(d["id"]), s["starts_at"]) for s in resp.json()["slots"]]
     random.shuffle(out)
     return out
+
+
+def bluegreen_rc(tmp: Path, config: Path, *args: str, timeout: float = 300) -> tuple[int, str]:
+    """``bluegreen ARGS`` that may fail: (exit code, stdout + stderr)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "bluegreen", "--config", str(config), *args],
+        env=env(tmp),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def history(tmp: Path, config: Path, limit: int = 50) -> list[dict[str, Any]]:
+    """``bluegreen history --json``: the deploys, newest first, with their steps."""
+    data = json.loads(bluegreen(tmp, config, "history", "--json", "--limit", str(limit)))
+    assert isinstance(data, list)
+    return data
+
+
+def deploy_of(tmp: Path, config: Path, copy: Path) -> dict[str, Any]:
+    """The newest deploy of ``copy`` (deployed with ``--path``) in the history."""
+    found = [d for d in history(tmp, config) if d["source"] == f"path:{copy.resolve()}"]
+    assert found, f"no deploy of {copy} in the history"
+    return found[0]
+
+
+def steps_of(deploy: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A deploy's steps by name."""
+    return {s["name"]: s for s in deploy["steps"]}
+
+
+def release_copy_with(tmp: Path, name: str, middleware: str | None = None) -> Path:
+    """A copy of the repository as deployed (``--path``), a release of its own (a marker
+    file makes its content, hence its id, differ from every other copy's). ``middleware``:
+    the source of a module defining an ASGI middleware class ``Fault``, which the copy's
+    ``create_app`` wraps around everything (a release with an injected fault)."""
+    dest = tmp / "copies" / name
+    shutil.copytree(REPO, dest, ignore=IGNORE)
+    (dest / "E2E_RELEASE").write_text(f"{name}\n")
+    if middleware is not None:
+        (dest / "src" / "clinic" / "e2e_fault.py").write_text(middleware)
+        app_py = dest / "src" / "clinic" / "app.py"
+        text = app_py.read_text()
+        tail = "\n    return app\n"
+        assert text.endswith(tail), "create_app no longer ends with `return app`"
+        hook = "\n    from clinic.e2e_fault import Fault\n\n    app.add_middleware(Fault)"
+        app_py.write_text(text[: -len(tail)] + hook + tail)
+    return dest
 
 
 def status(tmp: Path, config: Path) -> dict[str, Any]:

@@ -3,10 +3,14 @@ safe reads to the candidate (its answers are discarded), and the candidate's fig
 those requests are compared with the live colour's over the same window, per route group
 and overall. A breach aborts the deploy before any user sees the candidate.
 
+The window opens after a warm-up that is not judged (:data:`WARMUP`, :data:`WARM_ROUNDS`):
+a colour that just started is slow on its first requests, which the live colour is not.
+
 Too little live traffic never passes: anonymous synthetic reads (``[shadow]
 synthetic_paths``) are sent through the public listener, so the live colour answers them
 and Envoy mirrors them like any other read, until there is enough to decide; the output
-says how much of the sample was synthetic.
+says how much of the sample was synthetic. They wait for the candidate's answers too
+(:data:`AHEAD`), so that both colours answer them at the same pace.
 """
 
 from __future__ import annotations
@@ -29,6 +33,19 @@ from bluegreen.traffic import to_stats
 GroupStats = dict[tuple[Colour, Group], ColourStats]
 SETTLE = 5.0
 """Seconds to wait for the mirrored answers still in flight to be counted."""
+WARMUP = 2.0
+"""Seconds of mirroring before the window opens (at most ``duration``), not judged: a colour
+that just started answers its first requests slowly (templates compiled, connections
+opened), which the live colour did long ago."""
+WARM_ROUNDS = 3
+"""Synthetic reads of each path per candidate instance during the warm-up, so that every
+instance has answered every synthetic path before the window opens, traffic or not."""
+AHEAD = 2
+"""Synthetic reads sent that the candidate has not answered yet, at most: a read waits for
+the live colour's answer and for the candidate's to the mirrored copies before it, so a
+candidate that stalls a moment is not judged on a queue the live colour never had."""
+PACE_TIMEOUT = 10.0
+"""Seconds a synthetic read waits for the candidate's answers before it goes anyway."""
 
 
 async def shadow(ctx: DeployContext) -> Outcome:
@@ -40,9 +57,10 @@ async def shadow(ctx: DeployContext) -> Outcome:
     if live is None:
         return "skipped", "first deploy: no live colour to mirror"
     dp = plane.dataplane
-    live0, shadow0 = await dp.group_stats(), await dp.shadow_stats()
     await plane.route(lambda t: t.with_shadow(Shadow(run.target, cfg.share)))
     try:
+        warm = await _warm_up(ctx, cfg)
+        live0, shadow0 = await dp.group_stats(), await dp.shadow_stats()
         await asyncio.sleep(cfg.duration)
         mirrored = _total(_delta(await dp.shadow_stats(), shadow0), run.target).requests
         synthetic = 0
@@ -54,7 +72,8 @@ async def shadow(ctx: DeployContext) -> Outcome:
     finally:
         with contextlib.suppress(Exception):
             await plane.route(lambda t: t.with_shadow(None))
-    return judge(cfg, live, run.target, live_window, shadow_window, synthetic)
+    outcome, output = judge(cfg, live, run.target, live_window, shadow_window, synthetic)
+    return outcome, f"{warm}\n{output}"
 
 
 def judge(
@@ -105,24 +124,71 @@ def judge(
     return "ok", f"{table}\n{sample}"
 
 
-async def _top_up(ctx: DeployContext, cfg: ShadowConfig, shadow0: GroupStats) -> int:
-    """Anonymous reads of ``synthetic_paths`` through the public listener until enough
-    are mirrored (at most four times ``min_requests``); how many were sent."""
-    dp, target = ctx.plane.dataplane, ctx.run.target
-    base = dp.urls()["public"]
+async def _warm_up(ctx: DeployContext, cfg: ShadowConfig) -> str:
+    """Mirroring is on: warm the candidate up before the window opens (:data:`WARMUP`,
+    :data:`WARM_ROUNDS`); what was done, for the output."""
+    started = time.monotonic()
+    rounds = WARM_ROUNDS * ctx.config.replicas.of(ctx.run.target)
     sent = 0
-    async with httpx.AsyncClient(base_url=base, timeout=10, trust_env=False) as http:
+    if cfg.synthetic_paths:
+        async with Synthetic(ctx) as reads:
+            for path in [p for _ in range(rounds) for p in cfg.synthetic_paths]:
+                await reads.read(path)
+            sent = reads.sent
+    await asyncio.sleep(max(0.0, min(WARMUP, cfg.duration) - (time.monotonic() - started)))
+    return f"warm-up, not judged: {time.monotonic() - started:.1f}s of mirroring" + (
+        f" with {sent} synthetic reads" if sent else ""
+    )
+
+
+class Synthetic:
+    """Anonymous reads through the public listener, where the live colour answers and Envoy
+    mirrors them, paced on both colours (:data:`AHEAD`)."""
+
+    def __init__(self, ctx: DeployContext) -> None:
+        self.dp, self.target = ctx.plane.dataplane, ctx.run.target
+        base = self.dp.urls()["public"]
+        self.http = httpx.AsyncClient(base_url=base, timeout=10, trust_env=False)
+        self.sent = 0
+        self.answered_before = 0  # the candidate's mirrored answers before the first read
+        self.answered = 0  # since then, as last seen
+
+    async def __aenter__(self) -> Synthetic:
+        self.answered_before = await self._answers()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.http.aclose()
+
+    async def read(self, path: str) -> None:
+        """GET ``path`` once the candidate is at most :data:`AHEAD` answers behind."""
+        deadline = time.monotonic() + PACE_TIMEOUT
+        while self.sent - self.answered > AHEAD and time.monotonic() < deadline:
+            self.answered = await self._answers() - self.answered_before
+            if self.sent - self.answered > AHEAD:
+                await asyncio.sleep(0.02)
+        with contextlib.suppress(httpx.HTTPError):
+            await self.http.get(path, headers={"User-Agent": "bluegreen-shadow-synthetic"})
+        self.sent += 1
+
+    async def _answers(self) -> int:
+        return _total(await self.dp.shadow_stats(), self.target).requests
+
+
+async def _top_up(ctx: DeployContext, cfg: ShadowConfig, shadow0: GroupStats) -> int:
+    """Synthetic reads of ``synthetic_paths`` until enough are mirrored (at most four times
+    ``min_requests``); how many were sent."""
+    dp, target = ctx.plane.dataplane, ctx.run.target
+    async with Synthetic(ctx) as reads:
         for path in itertools.cycle(cfg.synthetic_paths):
-            if sent >= 4 * cfg.min_requests:
+            if reads.sent >= 4 * cfg.min_requests:
                 break
-            if sent % 10 == 0:
+            if reads.sent % 10 == 0:
                 got = _total(_delta(await dp.shadow_stats(), shadow0), target).requests
                 if got >= cfg.min_requests:
                     break
-            with contextlib.suppress(httpx.HTTPError):
-                await http.get(path, headers={"User-Agent": "bluegreen-shadow-synthetic"})
-            sent += 1
-    return sent
+            await reads.read(path)
+    return reads.sent
 
 
 async def _settle(ctx: DeployContext, shadow0: GroupStats) -> None:
