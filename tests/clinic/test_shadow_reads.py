@@ -5,12 +5,17 @@ write the audit trail, so the comparison can fail."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 from sqlalchemy import text
 from test_pages import log_in
 
+from bluegreen.config import load_config
 from conftest import RunningApp
 from factories import make_doctor, make_patient, next_weekday_at, token_for
+
+REPO_CONFIG = load_config(Path(__file__).resolve().parents[2] / "bluegreen.toml", environ={})
 
 TABLES_SQL = (
     "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' "
@@ -90,3 +95,14 @@ async def test_the_mark_is_the_data_planes_exact_suffix(app: RunningApp) -> None
             assert r.status_code == 422, (name, r.text)  # validation, not the shadow refusal
         r = await http.post("/api/v1/patients", headers={"Host": f"[::1]-shadow:{port}"}, json={})
         assert r.status_code == 400 and "only read" in r.text
+
+
+async def test_the_deploys_synthetic_reads_are_real_pages(http: httpx.AsyncClient) -> None:
+    # bluegreen.toml's [shadow] synthetic_paths are what the shadow step compares when live
+    # traffic is thin: each must be a page the clinic serves (it once named a stylesheet that
+    # was not there, so the static group was judged on 404s), and a read with no side effects.
+    paths = REPO_CONFIG.shadow.synthetic_paths
+    assert paths
+    for path in paths:
+        r = await http.get(path)
+        assert r.status_code == 200, (path, r.status_code)
